@@ -48,6 +48,23 @@ pub(crate) fn file_mode(name: &str) -> u32 {
 /// place (an existing bundle is moved aside and removed only after the rename). With
 /// `overwrite == false` an existing non-empty `dir` is refused.
 pub fn write_dir(bundle: &Bundle, dir: &Path, overwrite: bool) -> Result<(), DirError> {
+    let files = bundle.files();
+    let entries: Vec<(&str, &[u8], u32)> = files
+        .iter()
+        .map(|(name, data)| (*name, data.as_slice(), file_mode(name)))
+        .collect();
+    write_files(&entries, dir, overwrite)
+}
+
+/// Writes a set of `(name, content, mode)` files as the directory `dir`, whole or not at all, in
+/// the given order, with the same staging, refusal and replacement rules as [`write_dir`].
+///
+/// For file sets that travel with a bundle but are not one, such as a broker's TLS files.
+pub fn write_files(
+    files: &[(&str, &[u8], u32)],
+    dir: &Path,
+    overwrite: bool,
+) -> Result<(), DirError> {
     let existing = match fs::symlink_metadata(dir) {
         Ok(meta) if !meta.is_dir() => return Err(DirError::NotADirectory(dir.to_owned())),
         Ok(_) => {
@@ -71,7 +88,7 @@ pub fn write_dir(bundle: &Bundle, dir: &Path, overwrite: bool) -> Result<(), Dir
         .unwrap_or_else(|| "bundle".into());
     let tag = format!("{}-{}", std::process::id(), unique_suffix());
     let staging = parent.join(format!(".{name}.new-{tag}"));
-    let result = stage_and_swap(bundle, dir, &parent, &staging, existing, &name, &tag);
+    let result = stage_and_swap(files, dir, &parent, &staging, existing, &name, &tag);
     if result.is_err() {
         let _ = fs::remove_dir_all(&staging);
     }
@@ -79,7 +96,7 @@ pub fn write_dir(bundle: &Bundle, dir: &Path, overwrite: bool) -> Result<(), Dir
 }
 
 fn stage_and_swap(
-    bundle: &Bundle,
+    files: &[(&str, &[u8], u32)],
     dir: &Path,
     parent: &Path,
     staging: &Path,
@@ -91,15 +108,15 @@ fn stage_and_swap(
         .mode(0o700)
         .create(staging)
         .map_err(io_at(staging))?;
-    for (file, data) in bundle.files() {
+    for (file, data, mode) in files {
         let path = staging.join(file);
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(file_mode(file))
+            .mode(*mode)
             .open(&path)
             .map_err(io_at(&path))?;
-        f.write_all(&data).map_err(io_at(&path))?;
+        f.write_all(data).map_err(io_at(&path))?;
         f.sync_all().map_err(io_at(&path))?;
     }
     fs::set_permissions(staging, fs::Permissions::from_mode(0o755)).map_err(io_at(staging))?;

@@ -1,0 +1,2 @@
+//! Placeholder until the issuance benchmark lands.
+fn main() {}

@@ -1,0 +1,129 @@
+//! The `autoprov` command line: argument parsing (clap) and one module per command family.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error (clap's own usage
+//! errors exit 2 as well). Errors are printed as `error: …` naming the file, field or device.
+
+mod ca;
+mod certs;
+mod output;
+mod passphrase;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::{Error, Passphrase, Pki};
+
+/// Command-line interface.
+#[derive(Debug, Parser)]
+#[command(
+    name = "autoprov",
+    version,
+    about = "The fleet's CA: issue, rotate and revoke device certificates, keep the inventory",
+    after_help = "Examples:
+  autoprov ca init --name \"Acme Sensors\"
+  autoprov issue sensor-007 --out bundles/sensor-007
+  autoprov list --expiring-within 30
+  autoprov rotate sensor-007 --out bundles/sensor-007-new --revoke-previous
+  autoprov revoke sensor-007 --reason key-compromise"
+)]
+pub struct Cli {
+    /// The PKI directory: CA files, inventory.db, crl.pem.
+    #[arg(long, global = true, env = "AUTOPROV_PKI_DIR", default_value = "pki")]
+    pub pki_dir: PathBuf,
+    /// Seconds to wait when another autoprov process holds the inventory.
+    #[arg(long, global = true, default_value_t = 10, value_name = "SECS")]
+    pub lock_timeout: u64,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The certificate authority: create it, show it, prove possession of it.
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
+    /// Issue a device certificate and write its bundle directory.
+    #[command(after_help = "Examples:
+  autoprov issue sensor-007 --out bundles/sensor-007
+  autoprov issue sensor-008 --out bundles/sensor-008 --days 365 --key-type ecdsa-p384
+
+The bundle holds manifest.toml, device.crt (leaf then issuing CA), device.key (0600), ca.crt
+and device.toml; it is written to a temporary directory and renamed, so it is whole or absent.")]
+    Issue(certs::IssueArgs),
+    /// Issue a TLS server certificate for a self-hosted broker (e.g. Mosquitto).
+    #[command(after_help = "Examples:
+  autoprov issue-server broker --out broker-tls --dns mqtt.example.net --ip 192.0.2.10
+  autoprov issue-server localhost --out /etc/mosquitto/certs --dns localhost --ip 127.0.0.1 --force
+
+Writes server.crt (leaf then issuing CA), server.key (0600) and ca.crt (the fleet root).")]
+    IssueServer(certs::IssueServerArgs),
+    /// List every certificate in the inventory.
+    #[command(after_help = "Examples:
+  autoprov list
+  autoprov list --expiring-within 30
+  autoprov list --json | jq '.[] | select(.status == \"active\")'")]
+    List(certs::ListArgs),
+    /// Replace a device's certificate with a new key and certificate.
+    #[command(after_help = "Examples:
+  autoprov rotate sensor-007 --out bundles/sensor-007-2026
+  autoprov rotate sensor-007 --out bundles/sensor-007-2026 --revoke-previous
+
+Without --revoke-previous the old certificate is marked superseded and keeps working until the
+card is re-flashed; with it, the old certificate is revoked and crl.pem regenerated.")]
+    Rotate(certs::RotateArgs),
+    /// Revoke a device's certificates and regenerate crl.pem.
+    #[command(after_help = "Examples:
+  autoprov revoke sensor-007 --reason key-compromise
+  autoprov revoke sensor-007 --serial 4f2a0b... --reason superseded
+
+Prints the AWS certificate id and the aws/az commands that disable the certificate or device in
+the cloud; autoprov does not call the clouds itself.")]
+    Revoke(certs::RevokeArgs),
+    /// Regenerate the CRL (crl.pem), e.g. before its next-update date.
+    #[command(after_help = "Examples:
+  autoprov crl
+  autoprov crl --out /etc/mosquitto/crl.pem --next-update-days 7")]
+    Crl(certs::CrlArgs),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Runs one parsed command.
+pub fn run(cli: &Cli) -> Result<(), Error> {
+    match &cli.command {
+        Command::Ca(cmd) => ca::run(cli, cmd),
+        Command::Issue(args) => certs::issue(cli, args),
+        Command::IssueServer(args) => certs::issue_server(cli, args),
+        Command::List(args) => certs::list(cli, args),
+        Command::Rotate(args) => certs::rotate(cli, args),
+        Command::Revoke(args) => certs::revoke(cli, args),
+        Command::Crl(args) => certs::crl(cli, args),
+    }
+}
+
+impl Cli {
+    /// Opens the PKI, asking for the passphrase only if a CA key is encrypted and `signing`.
+    pub(crate) fn open(&self, signing: bool) -> Result<Pki, Error> {
+        let pass: Option<Passphrase> = if signing && crate::Ca::keys_encrypted(&self.pki_dir) {
+            Some(passphrase::get(&self.pki_dir, false)?)
+        } else {
+            None
+        };
+        Pki::open_with(&self.pki_dir, pass, Duration::from_secs(self.lock_timeout))
+    }
+}

@@ -1,0 +1,13 @@
+//! Small formatting helpers shared by the commands.
+
+use time::OffsetDateTime;
+
+/// Whole days from now until `t` (negative once past).
+pub fn days_left(t: OffsetDateTime) -> i64 {
+    (t - OffsetDateTime::now_utc()).whole_days()
+}
+
+/// Days left until an RFC 3339 date, or `None` if it does not parse.
+pub fn days_left_rfc3339(s: &str) -> Option<i64> {
+    crate::profile::parse_rfc3339(s).map(days_left)
+}
