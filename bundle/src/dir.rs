@@ -56,15 +56,12 @@ pub fn write_dir(bundle: &Bundle, dir: &Path, overwrite: bool) -> Result<(), Dir
     write_files(&entries, dir, overwrite)
 }
 
-/// Writes a set of `(name, content, mode)` files as the directory `dir`, whole or not at all, in
-/// the given order, with the same staging, refusal and replacement rules as [`write_dir`].
+/// Checks, before anything is made, that [`write_files`] could write to `dir`: it is absent, an
+/// empty directory, or (with `overwrite`) a directory, and its nearest existing ancestor is a
+/// directory. Returns `None` if `dir` is absent, `Some(empty)` if it exists.
 ///
-/// For file sets that travel with a bundle but are not one, such as a broker's TLS files.
-pub fn write_files(
-    files: &[(&str, &[u8], u32)],
-    dir: &Path,
-    overwrite: bool,
-) -> Result<(), DirError> {
+/// Callers that create something costly first (a signed certificate) use it to refuse early.
+pub fn check_target(dir: &Path, overwrite: bool) -> Result<Option<bool>, DirError> {
     let existing = match fs::symlink_metadata(dir) {
         Ok(meta) if !meta.is_dir() => return Err(DirError::NotADirectory(dir.to_owned())),
         Ok(_) => {
@@ -74,13 +71,50 @@ pub fn write_files(
             }
             Some(empty)
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        // NotADirectory: some ancestor is a file, reported below by name.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            None
+        }
         Err(e) => return Err(io_at(dir)(e)),
     };
-    let parent = match dir.parent() {
+    if existing.is_none() {
+        let mut ancestor = parent_dir(dir);
+        while !ancestor.exists() {
+            match ancestor.parent() {
+                Some(p) if !p.as_os_str().is_empty() => ancestor = p.to_owned(),
+                _ => break,
+            }
+        }
+        if ancestor.exists() && !ancestor.is_dir() {
+            return Err(DirError::NotADirectory(ancestor));
+        }
+    }
+    Ok(existing)
+}
+
+fn parent_dir(dir: &Path) -> PathBuf {
+    match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
-    };
+    }
+}
+
+/// Writes a set of `(name, content, mode)` files as the directory `dir`, whole or not at all, in
+/// the given order, with the same staging, refusal and replacement rules as [`write_dir`].
+///
+/// For file sets that travel with a bundle but are not one, such as a broker's TLS files.
+pub fn write_files(
+    files: &[(&str, &[u8], u32)],
+    dir: &Path,
+    overwrite: bool,
+) -> Result<(), DirError> {
+    let existing = check_target(dir, overwrite)?;
+    let parent = parent_dir(dir);
     fs::create_dir_all(&parent).map_err(io_at(&parent))?;
     let name = dir
         .file_name()
@@ -220,6 +254,21 @@ mod tests {
         assert!(!dir.join("stale.txt").exists());
         Bundle::read_dir(&dir).unwrap();
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn target_under_a_file_is_refused_before_writing() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("f"), "x").unwrap();
+        let err = check_target(&tmp.path().join("f/a/b"), false).unwrap_err();
+        assert!(
+            matches!(err, DirError::NotADirectory(ref p) if p.ends_with("f")),
+            "{err}"
+        );
+        assert_eq!(
+            check_target(&tmp.path().join("new/b"), false).unwrap(),
+            None
+        );
     }
 
     #[test]

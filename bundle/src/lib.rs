@@ -20,7 +20,7 @@ mod dir;
 mod manifest;
 
 pub use device_id::{DeviceId, InvalidDeviceId, MAX_LEN as DEVICE_ID_MAX_LEN};
-pub use dir::{DirError, write_dir, write_files};
+pub use dir::{DirError, check_target, write_dir, write_files};
 pub use manifest::{FORMAT_VERSION, Manifest};
 
 use std::collections::BTreeMap;

@@ -562,7 +562,7 @@ impl Inventory {
             let mut q = tx
                 .prepare(&format!(
                     "SELECT {ROW_COLUMNS} FROM certificates WHERE kind = ?1 AND subject = ?2
-                     AND (?3 IS NULL OR serial = ?3) ORDER BY issued_at"
+                     AND (?3 IS NULL OR serial = ?3) ORDER BY rowid"
                 ))
                 .map_err(e)?;
             q.query_map(params![kind.name(), subject, serial], row)
@@ -594,12 +594,12 @@ impl Inventory {
         Ok(todo)
     }
 
-    /// Every certificate, by subject then issue time.
+    /// Every certificate, by subject then in the order they were recorded.
     pub fn list(&self) -> Result<Vec<CertRow>, InventoryError> {
         let mut q = self
             .conn
             .prepare(&format!(
-                "SELECT {ROW_COLUMNS} FROM certificates ORDER BY kind, subject, issued_at, serial"
+                "SELECT {ROW_COLUMNS} FROM certificates ORDER BY kind, subject, rowid"
             ))
             .map_err(self.err())?;
         q.query_map([], row)

@@ -516,8 +516,9 @@ impl Pki {
         Ok(())
     }
 
-    /// Issues (or with `rotate`, replaces) a device certificate and writes its bundle to `dir`
-    /// atomically; activates it once written, abandons it if writing failed.
+    /// Issues a device certificate and writes its bundle to `dir` atomically; activates it once
+    /// written, abandons it if writing failed. A `dir` that cannot be written to is refused
+    /// before anything is signed.
     pub fn issue_to_dir(
         &mut self,
         id: &DeviceId,
@@ -525,6 +526,7 @@ impl Pki {
         dir: &Path,
         force: bool,
     ) -> Result<Issued, Error> {
+        autoprov_bundle::check_target(dir, force)?;
         let issued = self.issue_device(id, opts)?;
         self.deliver(issued, dir, force, false)
     }
@@ -538,6 +540,7 @@ impl Pki {
         force: bool,
         revoke_previous: bool,
     ) -> Result<Issued, Error> {
+        autoprov_bundle::check_target(dir, force)?;
         let issued = self.rotate_device(id, opts)?;
         self.deliver(issued, dir, force, revoke_previous)
     }

@@ -183,6 +183,7 @@ pub fn rotate(cli: &Cli, args: &RotateArgs) -> Result<(), Error> {
 }
 
 pub fn issue_server(cli: &Cli, args: &IssueServerArgs) -> Result<(), Error> {
+    autoprov_bundle::check_target(&args.out, args.force)?;
     let mut pki = cli.open(true)?;
     let server = pki.issue_server(
         &args.name,

@@ -1,6 +1,7 @@
 //! Where the CA passphrase comes from: `AUTOPROV_CA_PASSPHRASE`, else a prompt on the terminal
 //! without echo. Without either, commands that must sign fail with a message saying so.
 
+use std::io::IsTerminal;
 use std::path::Path;
 
 use crate::keys::KeyError;
@@ -16,6 +17,10 @@ pub fn get(dir: &Path, confirm: bool) -> Result<Passphrase, Error> {
             return Err(Error::Invalid(format!("{ENV} is set but empty")));
         }
         return Ok(Passphrase::new(p));
+    }
+    // Never block on a prompt nobody can answer (CI, cron, a pipe).
+    if !std::io::stdin().is_terminal() {
+        return Err(KeyError::PassphraseRequired.into());
     }
     let prompt = format!("Passphrase for the CA keys in {}: ", dir.display());
     let first = zeroize::Zeroizing::new(

@@ -1,0 +1,9 @@
+//! Integration tests: the `autoprov` binary driven in temporary directories, its output checked
+//! with OpenSSL and rustls-webpki, its inventory with SQLite.
+
+mod ca;
+mod concurrency;
+mod errors;
+mod issue;
+mod lifecycle;
+mod util;
