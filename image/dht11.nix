@@ -22,7 +22,7 @@
           fragment@0 {
             target-path = "/";
             __overlay__ {
-              dht11@4 {
+              dht11 {
                 /* drivers/iio/humidity/dht11.c binds "dht11" and reads the "gpios" line. */
                 compatible = "dht11";
                 gpios = <&gpio 4 0>;
