@@ -67,7 +67,10 @@
           pkgs = nixpkgs.legacyPackages.x86_64-linux;
           inherit (self.packages.x86_64-linux) autoprov autoprov-agent;
         in
-        pkgs.callPackage ./nix/checks.nix { inherit autoprov autoprov-agent; src = self; }
+        # callPackage adds `override` to the set, which is not a check.
+        removeAttrs
+          (pkgs.callPackage ./nix/checks.nix { inherit autoprov autoprov-agent; src = self; })
+          [ "override" "overrideDerivation" ]
         // {
           vm-fleet = pkgs.testers.runNixOSTest (import ./tests/nixos/fleet.nix {
             inherit autoprov autoprov-agent;

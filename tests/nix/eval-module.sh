@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Evaluates the NixOS module against nixpkgs' lib (tests/nix/eval-module.nix) with Debian's Nix:
-# option types, the rendered agent.toml, the units' drop-ins, the FIRMWARE mount.
+# Evaluates the Nix code against nixpkgs' lib with Debian's Nix: the NixOS module
+# (tests/nix/eval-module.nix: option types, the rendered agent.toml, the units' drop-ins, the
+# FIRMWARE mount) and the flake's outputs (tests/nix/eval-flake.nix: names and wiring).
 #
 # Needs nixpkgs' lib, which nixpkgs itself cannot be fetched for here: the repository
 # nix-community/nixpkgs.lib (its lib/ evaluates with Nix 2.8). Give its lib/ directory in
@@ -27,32 +28,39 @@ if [[ -z "$lib_dir" || ! -f "$lib_dir/default.nix" ]]; then
   exit 0
 fi
 
-eval_nix() {
-  nix-instantiate --eval --strict --json tests/nix/eval-module.nix \
-    --arg lib "import $(realpath "$lib_dir")" "$@"
-}
-
-names=$(nix-instantiate --eval --strict --json \
-  -E "builtins.attrNames (import ./tests/nix/eval-module.nix { lib = import $(realpath "$lib_dir"); })" |
-  tr -d '[]"' | tr ',' ' ')
-
+lib_expr="import $(realpath "$lib_dir")"
 passed=0
 failed=0
-for name in $names; do
-  if out=$(eval_nix -A "$name.ok" 2>&1) && [[ "$out" == true ]]; then
-    passed=$((passed + 1))
-    echo "PASS $name"
-  else
-    failed=$((failed + 1))
-    echo "FAIL $name"
-    if [[ "$out" == false ]]; then
-      echo "  got:  $(eval_nix -A "$name.got")"
-      echo "  want: $(eval_nix -A "$name.want")"
+
+# Each test is evaluated on its own: an error in one (a missing attribute is not catchable inside
+# Nix) fails that test, not the others.
+run_file() {
+  local file=$1 name out
+  local names
+  names=$(nix-instantiate --eval --strict --json \
+    -E "builtins.attrNames (import ./$file { lib = $lib_expr; })" | tr -d '[]"' | tr ',' ' ')
+  for name in $names; do
+    if out=$(eval_test "$file" "$name.ok" 2>&1) && [[ "$out" == true ]]; then
+      passed=$((passed + 1))
+      echo "PASS ${file##*/} $name"
     else
-      sed 's/^/  /' <<<"$out"
+      failed=$((failed + 1))
+      echo "FAIL ${file##*/} $name"
+      if [[ "$out" == false ]]; then
+        echo "  got:  $(eval_test "$file" "$name.got")"
+        echo "  want: $(eval_test "$file" "$name.want")"
+      else
+        sed 's/^/  /' <<<"$out"
+      fi
     fi
-  fi
-done
+  done
+}
+eval_test() {
+  nix-instantiate --eval --strict --json "$1" --arg lib "$lib_expr" -A "$2"
+}
+
+run_file tests/nix/eval-module.nix
+run_file tests/nix/eval-flake.nix
 
 echo "eval-module: $passed passed, $failed failed"
 [[ $failed -eq 0 && $passed -gt 0 ]]
