@@ -26,10 +26,10 @@ in
 
     # No RTC: the clock starts wrong at every boot. Where an NTP client runs, time-sync.target
     # (which autoprov-agent.service is ordered after) waits for the first synchronisation.
-    systemd.additionalUpstreamSystemUnits = lib.mkIf config.services.timesyncd.enable
-      [ "systemd-time-wait-sync.service" ];
-    systemd.services.systemd-time-wait-sync.wantedBy = lib.mkIf config.services.timesyncd.enable
-      [ "sysinit.target" ];
+    systemd = lib.mkIf config.services.timesyncd.enable {
+      additionalUpstreamSystemUnits = [ "systemd-time-wait-sync.service" ];
+      services.systemd-time-wait-sync.wantedBy = [ "sysinit.target" ];
+    };
 
     # The journal on an SD card: bounded, and written in batches.
     services.journald.extraConfig = ''

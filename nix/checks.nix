@@ -61,7 +61,10 @@ in
     export SYSTEMD_UNIT_PATH=${systemd}/example/systemd/system:
     AUTOPROV_BIN_DIR=${autoprov-agent}/bin bash ${src}/scripts/check-units
     for unit in ${autoprov-agent}/lib/systemd/system/*.service; do
-      ! grep -n '@bindir@' "$unit"
+      if grep -n '@bindir@' "$unit"; then
+        echo "$unit: @bindir@ was not substituted" >&2
+        exit 1
+      fi
     done
     touch $out
   '';
