@@ -244,11 +244,14 @@ pub fn list(cli: &Cli, args: &ListArgs) -> Result<(), Error> {
             .collect();
         let text = serde_json::to_string_pretty(&json)
             .map_err(|e| Error::Invalid(format!("JSON output: {e}")))?;
-        println!("{text}");
+        output::emit(&format!("{text}\n"));
         return Ok(());
     }
+    use std::fmt::Write;
+    let mut text = String::new();
     let width = rows.iter().map(|r| r.id.len()).max().unwrap_or(2).max(2);
-    println!(
+    let _ = writeln!(
+        text,
         "{:<width$}  {:<6}  {:<32}  {:<10}  {:<20}  DAYS LEFT",
         "ID", "KIND", "SERIAL", "STATUS", "NOT AFTER"
     );
@@ -260,7 +263,8 @@ pub fn list(cli: &Cli, args: &ListArgs) -> Result<(), Error> {
         let days = output::days_left_rfc3339(&r.not_after)
             .map(|d| d.to_string())
             .unwrap_or_default();
-        println!(
+        let _ = writeln!(
+            text,
             "{:<width$}  {:<6}  {:<32}  {:<10}  {:<20}  {days}",
             r.id,
             kind,
@@ -271,10 +275,12 @@ pub fn list(cli: &Cli, args: &ListArgs) -> Result<(), Error> {
     }
     let pending = rows.iter().filter(|r| r.status == Status::Pending).count();
     if pending > 0 {
-        println!(
+        let _ = writeln!(
+            text,
             "\n{pending} pending: an issue, rotate or flash was interrupted before its bundle was confirmed written. Issuing that device again revokes the pending certificate; or revoke it now with `autoprov revoke ID --serial SERIAL`."
         );
     }
+    output::emit(&text);
     Ok(())
 }
 

@@ -11,3 +11,11 @@ pub fn days_left(t: OffsetDateTime) -> i64 {
 pub fn days_left_rfc3339(s: &str) -> Option<i64> {
     crate::profile::parse_rfc3339(s).map(days_left)
 }
+
+/// Writes command output to stdout; a reader that went away (`autoprov list | head`) ends the
+/// output quietly instead of a panic.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
