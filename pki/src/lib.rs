@@ -103,9 +103,14 @@ impl Error {
     /// fixes by changing the command or the PKI directory, 1 for runtime failures.
     pub fn exit_code(&self) -> u8 {
         use InventoryError as I;
+        // A CA that cannot be used is the operator's configuration, unless signing or the disk failed.
+        let ca = |e: &CaError| match e {
+            CaError::Sign(_) | CaError::Fs(_) => 1,
+            _ => 2,
+        };
         match self {
-            Error::Ca(CaError::Sign(_) | CaError::Fs(_)) => 1,
-            Error::Ca(_) | Error::Key(_) | Error::Profile(_) | Error::DeviceId(_) => 2,
+            Error::Ca(e) | Error::Crl(CrlError::Ca(e)) => ca(e),
+            Error::Key(_) | Error::Profile(_) | Error::DeviceId(_) => 2,
             Error::Invalid(_) | Error::Mismatch(_) => 2,
             Error::Inventory(
                 I::Missing(_)
@@ -116,7 +121,6 @@ impl Error {
             ) => 2,
             Error::Inventory(_) => 1,
             Error::Crl(CrlError::UnknownReason(_) | CrlError::BadNextUpdate(_)) => 2,
-            Error::Crl(CrlError::Ca(e)) => Error::Ca(CaError::Sign(e.to_string())).exit_code(),
             Error::Crl(_) => 1,
             Error::Bundle(DirError::NotEmpty(_) | DirError::NotADirectory(_)) => 2,
             Error::Bundle(_) | Error::Fs(_) | Error::Sign(_) => 1,

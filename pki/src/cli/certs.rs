@@ -18,6 +18,20 @@ fn parse_device_id(s: &str) -> Result<DeviceId, String> {
     })
 }
 
+/// Options every command that signs a leaf certificate takes.
+#[derive(Debug, Args)]
+pub struct LeafArgs {
+    /// Certificate validity in days (never past the issuing CA's end).
+    #[arg(long, default_value_t = profile::LEAF_DAYS)]
+    pub days: u32,
+    /// Type of the fresh key: ecdsa-p256, ecdsa-p384 or rsa-2048.
+    #[arg(long, default_value = "ecdsa-p256", value_parser = parse_key_type)]
+    pub key_type: KeyType,
+    /// Replace a non-empty --out directory.
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// `issue` options.
 #[derive(Debug, Args)]
 pub struct IssueArgs {
@@ -27,15 +41,8 @@ pub struct IssueArgs {
     /// The bundle directory to write (must not exist or be empty, unless --force).
     #[arg(long)]
     pub out: PathBuf,
-    /// Certificate validity in days (never past the issuing CA's end).
-    #[arg(long, default_value_t = profile::LEAF_DAYS)]
-    pub days: u32,
-    /// The device key's type.
-    #[arg(long, default_value = "ecdsa-p256", value_parser = parse_key_type)]
-    pub key_type: KeyType,
-    /// Replace a non-empty --out directory.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub leaf: LeafArgs,
 }
 
 /// `issue-server` options.
@@ -52,15 +59,8 @@ pub struct IssueServerArgs {
     /// An IP address clients connect to (repeatable).
     #[arg(long = "ip", value_name = "ADDR")]
     pub ip: Vec<IpAddr>,
-    /// Validity in days.
-    #[arg(long, default_value_t = profile::LEAF_DAYS)]
-    pub days: u32,
-    /// Key type.
-    #[arg(long, default_value = "ecdsa-p256", value_parser = parse_key_type)]
-    pub key_type: KeyType,
-    /// Replace a non-empty --out directory.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub leaf: LeafArgs,
 }
 
 /// `list` options.
@@ -86,15 +86,8 @@ pub struct RotateArgs {
     /// Revoke the previous certificate instead of marking it superseded.
     #[arg(long)]
     pub revoke_previous: bool,
-    /// Certificate validity in days.
-    #[arg(long, default_value_t = profile::LEAF_DAYS)]
-    pub days: u32,
-    /// The new key's type.
-    #[arg(long, default_value = "ecdsa-p256", value_parser = parse_key_type)]
-    pub key_type: KeyType,
-    /// Replace a non-empty --out directory.
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub leaf: LeafArgs,
 }
 
 /// `revoke` options.
@@ -153,9 +146,9 @@ pub fn issue(cli: &Cli, args: &IssueArgs) -> Result<(), Error> {
     let mut pki = cli.open(true)?;
     let issued = pki.issue_to_dir(
         &args.device_id,
-        &opts(args.days, args.key_type),
+        &opts(args.leaf.days, args.leaf.key_type),
         &args.out,
-        args.force,
+        args.leaf.force,
     )?;
     report_issued("issued", &args.device_id, &issued, &args.out);
     Ok(())
@@ -165,9 +158,9 @@ pub fn rotate(cli: &Cli, args: &RotateArgs) -> Result<(), Error> {
     let mut pki = cli.open(true)?;
     let issued = pki.rotate_to_dir(
         &args.device_id,
-        &opts(args.days, args.key_type),
+        &opts(args.leaf.days, args.leaf.key_type),
         &args.out,
-        args.force,
+        args.leaf.force,
         args.revoke_previous,
     )?;
     report_issued("rotated", &args.device_id, &issued, &args.out);
@@ -183,15 +176,15 @@ pub fn rotate(cli: &Cli, args: &RotateArgs) -> Result<(), Error> {
 }
 
 pub fn issue_server(cli: &Cli, args: &IssueServerArgs) -> Result<(), Error> {
-    autoprov_bundle::check_target(&args.out, args.force)?;
+    autoprov_bundle::check_target(&args.out, args.leaf.force)?;
     let mut pki = cli.open(true)?;
     let server = pki.issue_server(
         &args.name,
         &args.dns,
         &args.ip,
         &ServerOptions {
-            days: args.days,
-            key_type: args.key_type,
+            days: args.leaf.days,
+            key_type: args.leaf.key_type,
             ips: Vec::new(),
         },
     )?;
@@ -200,7 +193,7 @@ pub fn issue_server(cli: &Cli, args: &IssueServerArgs) -> Result<(), Error> {
         ("server.key", server.key_pem.as_bytes(), 0o600),
         ("ca.crt", server.ca_pem.as_bytes(), 0o644),
     ];
-    if let Err(e) = autoprov_bundle::write_files(&files, &args.out, args.force) {
+    if let Err(e) = autoprov_bundle::write_files(&files, &args.out, args.leaf.force) {
         let why = format!("not written to {}: {e}", args.out.display());
         let _ = pki.abandon(&server.serial, &why);
         return Err(e.into());

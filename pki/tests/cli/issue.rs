@@ -178,3 +178,25 @@ fn server_certificate_has_sans_and_server_auth() {
     assert_eq!(rows[0]["kind"], "server");
     assert_eq!(rows[0]["status"], "active");
 }
+
+#[test]
+fn the_inventory_never_holds_a_private_key() {
+    let f = Fleet::with_ca(&[]);
+    let b = f.issue("sensor-1");
+    let key = ::pem::parse(std::fs::read(b.join("device.key")).unwrap()).unwrap();
+    let secret = key.contents();
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(f.pki()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("inventory.db")
+        {
+            stored.extend(std::fs::read(&p).unwrap());
+        }
+    }
+    assert!(!stored.is_empty());
+    assert!(!stored.windows(secret.len()).any(|w| w == secret));
+    assert!(!stored.windows(11).any(|w| w == b"PRIVATE KEY"));
+}
