@@ -1,0 +1,5 @@
+//! `autoprov-agent`: see the library documentation.
+
+fn main() -> std::process::ExitCode {
+    autoprov_agent::cli::main()
+}

@@ -1,0 +1,394 @@
+//! `autoprov-agent run`: sensor → spool → MQTT, until SIGTERM.
+//!
+//! One thread reads the sensor on its interval and hands good measurements to the run loop.
+//! The run loop (a single-threaded tokio runtime) numbers each measurement, appends it to the
+//! spool, and keeps up to `in_flight` spooled records published and awaiting their PUBACK; a
+//! record leaves the spool only when acknowledged. The link task connects and reconnects. On
+//! SIGTERM the loop stops reading, waits briefly for in-flight acknowledgements and exits 0.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, QoS};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+use crate::clock::{rfc3339, unix_now};
+use crate::config::{Config, ConfigError};
+use crate::credentials::{Credentials, CredentialsError};
+use crate::notify::{Notifier, watchdog_interval};
+use crate::reading::Reading;
+use crate::sensor::{self, Measurement, Sampler, SamplerStats, SensorError};
+use crate::seq::{SeqAllocator, SeqError};
+use crate::spool::{Spool, SpoolError, SpoolOptions};
+use crate::transport::backoff::Backoff;
+use crate::transport::link::{self, LinkEvent, LinkOptions};
+use crate::transport::{Profile, TransportError, client_config};
+
+/// Name of the spool directory in the state directory.
+pub const SPOOL_DIR: &str = "spool";
+/// How long SIGTERM waits for outstanding PUBACKs.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How often the seq floor is written while running.
+const SEQ_PERSIST_EVERY: u64 = 1000;
+
+/// Why `run` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Credentials.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    /// Transport setup.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The spool.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The seq file.
+    #[error(transparent)]
+    Seq(#[from] SeqError),
+    /// The sensor could not be opened.
+    #[error(transparent)]
+    Sensor(#[from] SensorError),
+    /// The runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+impl RunError {
+    /// Whether the operator's configuration is at fault (exit code 2).
+    pub fn is_config(&self) -> bool {
+        match self {
+            Self::Config(_) => true,
+            Self::Transport(t) => t.is_config(),
+            _ => false,
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(config: &Config) -> Result<(), RunError> {
+    let device_id = config.require_device_id()?.clone();
+    let creds = Credentials::load(&config.state_dir)?;
+    creds.check_key_matches()?;
+    let leaf = creds.leaf_info();
+    if leaf.common_name.as_deref() != Some(device_id.as_str()) {
+        tracing::warn!(
+            "the certificate's CN is {:?} but device.id is {device_id:?}: the broker will see the CN",
+            leaf.common_name
+        );
+    }
+    let profile = Profile::from_config(config, &creds)?;
+    let tls = client_config(profile.endpoint(), &creds)?;
+    drop(creds);
+    let sensor = sensor::open(&config.sensor)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(RunError::Runtime)?;
+    runtime.block_on(run_loop(
+        config,
+        device_id.to_string(),
+        profile,
+        tls,
+        sensor,
+    ))
+}
+
+struct SensorFeed {
+    rx: mpsc::Receiver<(i64, Measurement, SamplerStats)>,
+    stop: Arc<AtomicBool>,
+}
+
+fn start_sensor(sensor: Box<dyn sensor::Sensor>, interval: Duration) -> SensorFeed {
+    let (tx, rx) = mpsc::channel(64);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let body = move || {
+        let mut sampler = Sampler::new(sensor);
+        let mut next = Instant::now();
+        while !flag.load(Ordering::Relaxed) {
+            let deadline = next + interval;
+            let got = sampler.sample(deadline, &|| flag.load(Ordering::Relaxed));
+            if let Some(m) = got
+                && tx.blocking_send((unix_now(), m, sampler.stats)).is_err()
+            {
+                return;
+            }
+            let now = Instant::now();
+            // Behind by a whole interval (a slow read, a suspended board): skip, never burst.
+            next = if now > deadline + interval {
+                now
+            } else {
+                deadline
+            };
+            std::thread::sleep(next.saturating_duration_since(now));
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("sensor".into())
+        .stack_size(128 * 1024)
+        .spawn(body)
+    {
+        tracing::error!("cannot start the sensor thread: {e}");
+    }
+    SensorFeed { rx, stop }
+}
+
+/// In-flight bookkeeping: publishes queued to rumqttc, and packet ids to sequence numbers.
+#[derive(Default)]
+struct InFlight {
+    queued: VecDeque<u64>,
+    by_pkid: HashMap<u16, u64>,
+}
+
+impl InFlight {
+    fn clear(&mut self) {
+        self.queued.clear();
+        self.by_pkid.clear();
+    }
+    fn len(&self) -> usize {
+        self.queued.len() + self.by_pkid.len()
+    }
+}
+
+struct Counters {
+    published: u64,
+    acked: u64,
+    lost_writes: u64,
+    sampler: SamplerStats,
+}
+
+async fn run_loop(
+    config: &Config,
+    device_id: String,
+    profile: Profile,
+    tls: Arc<rustls::ClientConfig>,
+    sensor: Box<dyn sensor::Sensor>,
+) -> Result<(), RunError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Runtime)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Runtime)?;
+    let spool_dir = config.state_dir.join(SPOOL_DIR);
+    let mut spool = Spool::open(
+        &spool_dir,
+        SpoolOptions {
+            max_size: config.spool.max_size,
+            fsync: config.spool.fsync,
+        },
+    )?;
+    let mut seq = SeqAllocator::open(&config.state_dir, spool.last_seq())?;
+    tracing::info!(
+        "spool {} open: {} unacknowledged readings, next seq {}",
+        spool_dir.display(),
+        spool.backlog(),
+        seq.peek()
+    );
+    if spool.stats.corrupt > 0 {
+        tracing::warn!(
+            "spool: {} torn or corrupt tail(s) truncated ({} bytes) on start",
+            spool.stats.corrupt,
+            spool.stats.truncated_bytes
+        );
+    }
+    let topic = profile.topic().to_owned();
+    let target = format!("{}:{}", profile.endpoint().host, profile.endpoint().port);
+    let window = usize::from(config.mqtt.in_flight);
+    let (link_tx, mut link_rx) = mpsc::unbounded_channel();
+    let link_task = tokio::spawn(link::run(
+        profile,
+        LinkOptions {
+            tls,
+            in_flight: config.mqtt.in_flight,
+            backoff: Backoff::new(config.reconnect.base, config.reconnect.cap),
+        },
+        link_tx,
+    ));
+    let mut feed = start_sensor(sensor, config.sensor.interval);
+    let notifier = Notifier::from_env();
+    notifier.notify("READY=1");
+    let tick_every = watchdog_interval()
+        .unwrap_or(Duration::from_secs(1))
+        .min(Duration::from_secs(1));
+    let watchdog = watchdog_interval().is_some();
+    let mut tick = tokio::time::interval(tick_every);
+    let mut client: Option<AsyncClient> = None;
+    let mut flight = InFlight::default();
+    let mut counters = Counters {
+        published: 0,
+        acked: 0,
+        lost_writes: 0,
+        sampler: SamplerStats::default(),
+    };
+    let mut last_status = String::new();
+    let mut since_seq_persist = 0u64;
+    loop {
+        if let Some(c) = &client {
+            feed_publishes(c, &topic, &mut spool, &mut flight, window, &mut counters)?;
+        }
+        let sync_at = spool.sync_due().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            Some(ev) = link_rx.recv() => {
+                handle_link_event(ev, &mut client, &mut spool, &mut flight, &mut counters)?;
+            }
+            Some((ts, m, stats)) = feed.rx.recv() => {
+                counters.sampler = stats;
+                let reading = Reading {
+                    device_id: device_id.clone(),
+                    seq: seq.take(),
+                    ts: rfc3339(ts),
+                    temperature_c: m.temperature_c,
+                    humidity_pct: m.humidity_pct,
+                };
+                if let Err(e) = spool.append(reading.seq, &reading.to_json()) {
+                    // The sequence number stays used, so consumers see the gap.
+                    counters.lost_writes += 1;
+                    tracing::error!(
+                        "reading seq {} could not be spooled and is lost ({} so far): {e}",
+                        reading.seq,
+                        counters.lost_writes
+                    );
+                }
+                since_seq_persist += 1;
+                if since_seq_persist >= SEQ_PERSIST_EVERY {
+                    since_seq_persist = 0;
+                    seq.persist()?;
+                }
+            }
+            _ = sleep_until_opt(sync_at), if sync_at.is_some() => spool.sync()?,
+            _ = tick.tick() => {
+                if watchdog {
+                    notifier.notify("WATCHDOG=1");
+                }
+                spool.persist_acked()?;
+                let status = format!(
+                    "STATUS={}; next seq {}; backlog {}; dropped {}; failed reads {}",
+                    if client.is_some() { format!("connected to {target}") } else { format!("connecting to {target}") },
+                    seq.peek(),
+                    spool.backlog(),
+                    spool.stats.dropped,
+                    counters.sampler.failed_reads + counters.sampler.out_of_range,
+                );
+                if status != last_status {
+                    notifier.notify(&status);
+                    last_status = status;
+                }
+            }
+        }
+    }
+    notifier.notify("STOPPING=1");
+    tracing::info!(
+        "stopping: waiting up to {}s for {} acknowledgements",
+        SHUTDOWN_GRACE.as_secs(),
+        flight.len()
+    );
+    feed.stop.store(true, Ordering::Relaxed);
+    drop(feed);
+    spool.sync()?;
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while client.is_some() && flight.len() > 0 {
+        match tokio::time::timeout_at(deadline, link_rx.recv()).await {
+            Ok(Some(ev)) => {
+                handle_link_event(ev, &mut client, &mut spool, &mut flight, &mut counters)?
+            }
+            _ => break,
+        }
+    }
+    if let Some(c) = &client {
+        let _ = c.try_disconnect();
+        // Give the event loop a moment to send DISCONNECT.
+        let _ = tokio::time::timeout(Duration::from_millis(200), link_rx.recv()).await;
+    }
+    link_task.abort();
+    spool.persist_acked()?;
+    seq.persist()?;
+    tracing::info!(
+        "stopped: {} published, {} acknowledged this run, {} left in the spool",
+        counters.published,
+        counters.acked,
+        spool.backlog()
+    );
+    Ok(())
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+fn feed_publishes(
+    client: &AsyncClient,
+    topic: &str,
+    spool: &mut Spool,
+    flight: &mut InFlight,
+    window: usize,
+    counters: &mut Counters,
+) -> Result<(), RunError> {
+    while flight.len() < window {
+        let Some(rec) = spool.next_unsent()? else {
+            break;
+        };
+        match client.try_publish(topic, QoS::AtLeastOnce, false, rec.payload.clone()) {
+            Ok(()) => {
+                flight.queued.push_back(rec.seq);
+                counters.published += 1;
+            }
+            Err(_) => {
+                // The link is going down; the record is sent again after the reconnect.
+                spool.unread(rec);
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn handle_link_event(
+    ev: LinkEvent,
+    client: &mut Option<AsyncClient>,
+    spool: &mut Spool,
+    flight: &mut InFlight,
+    counters: &mut Counters,
+) -> Result<(), RunError> {
+    match ev {
+        LinkEvent::Up(c) => {
+            *client = Some(c);
+            flight.clear();
+            spool.rewind();
+            if spool.backlog() > 0 {
+                tracing::info!("sending {} spooled readings", spool.backlog());
+            }
+        }
+        LinkEvent::Sent(pkid) => {
+            if let Some(seq) = flight.queued.pop_front() {
+                flight.by_pkid.insert(pkid, seq);
+            }
+        }
+        LinkEvent::Acked(pkid) => {
+            if let Some(seq) = flight.by_pkid.remove(&pkid) {
+                spool.ack(seq)?;
+                counters.acked += 1;
+            }
+        }
+        LinkEvent::Down => {
+            *client = None;
+            flight.clear();
+            spool.rewind();
+        }
+    }
+    Ok(())
+}
+
+/// The spool directory for a state directory.
+pub fn spool_dir(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join(SPOOL_DIR)
+}

@@ -1,0 +1,116 @@
+//! Sequence numbers: per device, strictly increasing across restarts, `kill -9` and power cuts.
+//!
+//! The next number is the larger of two floors: one above the highest number in the spool (the
+//! spool never deletes its newest segment, and in batch mode a number leaves the device only once
+//! its record is synced, so every number ever published is covered), and the `seq` file in the
+//! state directory, written atomically now and then, which keeps the floor if the spool
+//! directory is wiped. No block of numbers is reserved ahead, so a crash leaves no gap.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// File name in the state directory.
+pub const SEQ_FILE: &str = "seq";
+
+/// Why the seq file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SeqError {
+    /// An I/O error.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file holds something else than a number.
+    #[error("{}: {text:?} is not a sequence number (delete the file to derive it from the spool)", path.display())]
+    Garbled {
+        /// The file.
+        path: PathBuf,
+        /// What it holds.
+        text: String,
+    },
+}
+
+/// Hands out sequence numbers.
+#[derive(Debug)]
+pub struct SeqAllocator {
+    path: PathBuf,
+    next: u64,
+}
+
+impl SeqAllocator {
+    /// Opens the allocator for `state_dir`, given the highest number in the spool.
+    pub fn open(state_dir: &Path, spool_last: u64) -> Result<Self, SeqError> {
+        let path = state_dir.join(SEQ_FILE);
+        let stored = match fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<u64>().map_err(|_| SeqError::Garbled {
+                path: path.clone(),
+                text: text.trim().chars().take(40).collect(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(source) => return Err(SeqError::Io { path, source }),
+        };
+        let mut alloc = Self {
+            path,
+            next: stored.max(spool_last + 1).max(1),
+        };
+        alloc.persist()?;
+        Ok(alloc)
+    }
+
+    /// The next number, without taking it.
+    pub fn peek(&self) -> u64 {
+        self.next
+    }
+
+    /// Takes the next number.
+    pub fn take(&mut self) -> u64 {
+        let n = self.next;
+        self.next += 1;
+        n
+    }
+
+    /// Writes the floor to the `seq` file (atomically: temp file, fsync, rename).
+    pub fn persist(&mut self) -> Result<(), SeqError> {
+        let io = |source| SeqError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let tmp = self.path.with_extension("tmp");
+        let mut f = fs::File::create(&tmp).map_err(io)?;
+        writeln!(f, "{}", self.next).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        fs::rename(&tmp, &self.path).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_at_one_then_continues_above_file_and_spool() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut a = SeqAllocator::open(tmp.path(), 0).unwrap();
+        assert_eq!(a.take(), 1);
+        assert_eq!(a.take(), 2);
+        a.persist().unwrap();
+        // The spool is ahead of the file (the usual case after a crash).
+        let mut b = SeqAllocator::open(tmp.path(), 7).unwrap();
+        assert_eq!(b.take(), 8);
+        // The spool was wiped: the file still holds the floor.
+        let mut c = SeqAllocator::open(tmp.path(), 0).unwrap();
+        assert_eq!(c.take(), 8);
+    }
+
+    #[test]
+    fn garbled_file_is_reported_not_reset() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(SEQ_FILE), "banana").unwrap();
+        let err = SeqAllocator::open(tmp.path(), 0).unwrap_err().to_string();
+        assert!(err.contains("banana") && err.contains("seq"), "{err}");
+    }
+}

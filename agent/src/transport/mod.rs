@@ -1,0 +1,250 @@
+//! The transport: a cloud profile, a TLS client identity, and the MQTT link that reconnects with
+//! backoff.
+//!
+//! A [`Profile`] says where to connect and how (host, port, client id, username, ALPN, server
+//! roots), which topic readings go to, and what a connection failure means; it may also run a
+//! registration step before connecting (Azure DPS). The link ([`link`]) owns the MQTT event loop
+//! and reports to the run loop; it is the same for every profile. `mqtt` is the generic profile;
+//! `aws` and `azure` plug in as further variants of [`Profile`].
+
+pub mod backoff;
+pub mod link;
+mod mqtt;
+
+pub use mqtt::MqttProfile;
+
+use std::error::Error as StdError;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{ConnectReturnCode, ConnectionError};
+use rustls::pki_types::CertificateDer;
+use rustls::{AlertDescription, ClientConfig, RootCertStore};
+
+use crate::config::{Config, ConfigError, ProfileKind};
+use crate::credentials::{Credentials, CredentialsError, provider};
+
+/// Why the transport could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The configuration lacks something the profile needs.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A certificate file could not be read.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    /// The profile is not part of this build.
+    #[error(
+        "cloud.profile = \"{0}\" is not available in this build of autoprov-agent (use \"mqtt\")"
+    )]
+    Unsupported(&'static str),
+    /// rustls refused the client configuration.
+    #[error("TLS client configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+impl TransportError {
+    /// Whether this is the operator's configuration rather than a runtime failure.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Config(_) | Self::Unsupported(_))
+    }
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Host name (TLS SNI and certificate name) or address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// MQTT client id (the device id).
+    pub client_id: String,
+    /// MQTT user name, if the cloud wants one.
+    pub username: Option<String>,
+    /// TLS ALPN protocols.
+    pub alpn: Vec<Vec<u8>>,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
+    /// MQTT clean-session flag.
+    pub clean_session: bool,
+    /// Certificates the broker's chain must lead to.
+    pub server_roots: Vec<CertificateDer<'static>>,
+    /// Where they came from, for messages.
+    pub roots_file: PathBuf,
+}
+
+/// What a failed connection attempt means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The broker refused the device's certificate (TLS alert).
+    CertificateRefused,
+    /// The broker accepted TLS but refused the MQTT connection (CONNACK code).
+    NotAuthorized,
+    /// The broker's certificate does not verify against the configured roots.
+    ServerUntrusted,
+    /// Nothing answered, or the connection dropped.
+    Unreachable,
+    /// A failure the profile expects and simply retries (AWS JITP's first connect).
+    Expected,
+}
+
+/// A connection failure explained for the log.
+#[derive(Debug, Clone)]
+pub struct Diagnosis {
+    /// The category.
+    pub kind: FailureKind,
+    /// One line for the operator: what happened and what to check.
+    pub message: String,
+}
+
+/// A cloud profile.
+#[derive(Debug)]
+pub enum Profile {
+    /// Any MQTT broker.
+    Mqtt(MqttProfile),
+}
+
+impl Profile {
+    /// The profile the configuration selects.
+    pub fn from_config(config: &Config, creds: &Credentials) -> Result<Self, TransportError> {
+        match config.profile {
+            ProfileKind::Mqtt => Ok(Self::Mqtt(MqttProfile::from_config(config, creds)?)),
+            ProfileKind::Aws => Err(TransportError::Unsupported("aws")),
+            ProfileKind::Azure => Err(TransportError::Unsupported("azure")),
+        }
+    }
+
+    /// The profile's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Mqtt(_) => "mqtt",
+        }
+    }
+
+    /// Where to connect.
+    pub fn endpoint(&self) -> &Endpoint {
+        match self {
+            Self::Mqtt(p) => &p.endpoint,
+        }
+    }
+
+    /// The topic readings are published to.
+    pub fn topic(&self) -> &str {
+        match self {
+            Self::Mqtt(p) => &p.topic,
+        }
+    }
+
+    /// Runs before every connection attempt (registration with a provisioning service).
+    pub async fn pre_connect(&mut self) -> Result<(), Diagnosis> {
+        match self {
+            Self::Mqtt(_) => Ok(()),
+        }
+    }
+
+    /// Explains a failed connection attempt.
+    pub fn diagnose(&self, err: &ConnectionError) -> Diagnosis {
+        match self {
+            Self::Mqtt(_) => diagnose_generic(self.endpoint(), err),
+        }
+    }
+}
+
+/// Builds the rustls client configuration: TLS 1.2 or 1.3, ring, the device chain and key as
+/// client identity, the endpoint's roots as server trust.
+pub fn client_config(
+    endpoint: &Endpoint,
+    creds: &Credentials,
+) -> Result<Arc<ClientConfig>, TransportError> {
+    let mut roots = RootCertStore::empty();
+    for cert in &endpoint.server_roots {
+        roots.add(cert.clone())?;
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())?;
+    config.alpn_protocols = endpoint.alpn.clone();
+    Ok(Arc::new(config))
+}
+
+/// Finds the rustls error inside a connection error, through I/O error wrappers.
+fn rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(r) = rustls_error(inner)
+        {
+            return Some(r);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// The diagnosis any MQTT broker's failures get.
+pub fn diagnose_generic(endpoint: &Endpoint, err: &ConnectionError) -> Diagnosis {
+    let at = format!("{}:{}", endpoint.host, endpoint.port);
+    let (kind, message) = match (err, rustls_error(err)) {
+        (_, Some(rustls::Error::AlertReceived(alert))) if is_cert_alert(*alert) => (
+            FailureKind::CertificateRefused,
+            format!(
+                "the broker at {at} refused this device's certificate (TLS alert {alert:?}): \
+                 it does not trust the CA that issued it, or the certificate is revoked or expired; \
+                 check the broker's cafile/crlfile and `autoprov-agent check`"
+            ),
+        ),
+        (_, Some(rustls::Error::InvalidCertificate(why))) => (
+            FailureKind::ServerUntrusted,
+            format!(
+                "the broker at {at} presented a certificate that does not verify against {} ({why:?}): \
+                 set mqtt.ca_file to the CA that signed the broker's certificate, and mqtt.host to a name in it",
+                endpoint.roots_file.display()
+            ),
+        ),
+        (ConnectionError::ConnectionRefused(code), _) => (
+            if matches!(
+                code,
+                ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword
+            ) {
+                FailureKind::NotAuthorized
+            } else {
+                FailureKind::Unreachable
+            },
+            format!(
+                "the broker at {at} refused the MQTT connection ({code:?}) for client id {}: check its ACL and that the id is allowed",
+                endpoint.client_id
+            ),
+        ),
+        (_, Some(other)) => (
+            FailureKind::Unreachable,
+            format!("TLS with {at} failed: {other}"),
+        ),
+        (e, None) => (
+            FailureKind::Unreachable,
+            format!("cannot reach the broker at {at}: {e}"),
+        ),
+    };
+    Diagnosis { kind, message }
+}
+
+fn is_cert_alert(alert: AlertDescription) -> bool {
+    matches!(
+        alert,
+        AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::AccessDenied
+            | AlertDescription::CertificateRequired
+            | AlertDescription::DecryptError
+            | AlertDescription::HandshakeFailure
+    )
+}
