@@ -1,0 +1,202 @@
+//! `autoprov-agent` under test: a card folder, a state directory, a configuration file, and the
+//! real binary run as a child process with its log kept in a file.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::Duration;
+
+use autoprov_bundle::Bundle;
+use tempfile::TempDir;
+
+use crate::bins::bin;
+use crate::mosquitto::Mosquitto;
+use crate::pki::write_bundle;
+use crate::wait_until;
+
+/// A device's directories: `card/` (the bundle as flashed), `state/`, `agent.toml`.
+pub struct AgentEnv {
+    dir: TempDir,
+}
+
+impl Default for AgentEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AgentEnv {
+    /// An empty device.
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// The base directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Where the flashed bundle is.
+    pub fn card(&self) -> PathBuf {
+        self.dir.path().join("card")
+    }
+
+    /// The state directory.
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The credentials directory.
+    pub fn credentials(&self) -> PathBuf {
+        self.state().join("credentials")
+    }
+
+    /// The config file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("agent.toml")
+    }
+
+    /// Puts a bundle on the "card".
+    pub fn flash(&self, bundle: &Bundle) {
+        write_bundle(bundle, &self.card());
+    }
+
+    /// Runs `autoprov-agent import` from the card into the state directory.
+    pub fn import(&self, extra: &[&str]) -> Output {
+        Command::new(bin("autoprov-agent"))
+            .arg("import")
+            .arg("--from")
+            .arg(self.card())
+            .arg("--to")
+            .arg(self.credentials())
+            .args(extra)
+            .output()
+            .expect("run autoprov-agent import")
+    }
+
+    /// Writes `agent.toml` for a simulated sensor and `broker`, followed by `extra` TOML.
+    ///
+    /// Defaults chosen for tests: 50 ms interval, reconnect base 50 ms and cap 1 s.
+    pub fn configure(&self, broker: Option<&Mosquitto>, extra: &str) {
+        let mqtt = broker
+            .map(|b| format!("[mqtt]\nhost = \"{}\"\nport = {}\n", b.host(), b.port()))
+            .unwrap_or_default();
+        let text = format!(
+            "[state]\ndir = \"{}\"\n\n[sensor]\nkind = \"simulated\"\ninterval = \"50ms\"\n\n[reconnect]\nbase = \"50ms\"\ncap = \"1s\"\n\n{mqtt}\n{extra}",
+            self.state().display()
+        );
+        fs::write(self.config(), text).expect("write agent.toml");
+    }
+
+    /// Writes `conf.d/<name>` beside the config file (merged last, in name order).
+    pub fn dropin(&self, name: &str, text: &str) {
+        let dir = self.dir.path().join("conf.d");
+        fs::create_dir_all(&dir).expect("conf.d");
+        fs::write(dir.join(name), text).expect("write drop-in");
+    }
+
+    /// A command for `autoprov-agent --config agent.toml ARGS`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("autoprov-agent"));
+        c.arg("--config").arg(self.config()).args(args);
+        c.env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("JOURNAL_STREAM");
+        c
+    }
+
+    /// Starts `autoprov-agent run`, logging to `agent-<n>.log`.
+    pub fn spawn(&self) -> AgentProcess {
+        self.spawn_with(|_| {})
+    }
+
+    /// Like [`AgentEnv::spawn`], with a chance to adjust the command (environment).
+    pub fn spawn_with(&self, adjust: impl FnOnce(&mut Command)) -> AgentProcess {
+        let n = fs::read_dir(self.path())
+            .map(|d| d.count())
+            .unwrap_or_default();
+        let log = self.path().join(format!("agent-{n}.log"));
+        let file = fs::File::create(&log).expect("agent log");
+        let mut cmd = self.command(&["run"]);
+        cmd.env("AUTOPROV_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log fd"))
+            .stderr(file);
+        adjust(&mut cmd);
+        AgentProcess {
+            child: Some(cmd.spawn().expect("spawn autoprov-agent")),
+            log,
+        }
+    }
+}
+
+/// A running agent.
+pub struct AgentProcess {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl AgentProcess {
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.log().contains(needle))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// SIGKILL, and wait.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, and wait for the exit status (at most `timeout`, then SIGKILL and panic).
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let mut c = self.child.take().expect("agent running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let mut status = None;
+        wait_until(timeout, || {
+            status = c.try_wait().ok().flatten();
+            status.is_some()
+        });
+        match status {
+            Some(s) => s,
+            None => {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "agent did not exit within {timeout:?} of SIGTERM:\n{}",
+                    self.log()
+                );
+            }
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

@@ -1,0 +1,33 @@
+//! Real-component test fixtures for autoprov, and (under `tests/`) the cross-crate integration
+//! tests that use them.
+//!
+//! - [`mosquitto`]: a real Mosquitto broker on a free loopback port with a TLS listener that
+//!   requires client certificates, an ACL, an optional CRL, and stop / SIGKILL / restart on the
+//!   same port; plus a subscriber that collects what it receives.
+//! - [`pki`]: certificates made by the project's own PKI code (`autoprov`), never by hand.
+//! - [`agent`]: a state directory, configuration and process handle for `autoprov-agent`.
+//! - [`bins`]: where the workspace's binaries are (`AUTOPROV_BIN_DIR` overrides).
+//!
+//! Every fixture lives in its own temporary directory and keeps its logs there, so a failing
+//! assertion can show what the broker or the agent said.
+
+pub mod agent;
+pub mod bins;
+pub mod mosquitto;
+pub mod pki;
+
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

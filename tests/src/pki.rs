@@ -1,0 +1,102 @@
+//! Certificates for tests, made by the project's own PKI (`autoprov`), in a temporary directory.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use autoprov::{DeviceId, InitOptions, IssueOptions, Pki};
+use autoprov_bundle::Bundle;
+use tempfile::TempDir;
+
+/// A broker's TLS identity: chain, key and the root its clients must trust.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// PEM chain, leaf first.
+    pub chain_pem: String,
+    /// PKCS#8 PEM key.
+    pub key_pem: String,
+    /// The root, PEM (also what client certificates must chain to).
+    pub ca_pem: String,
+}
+
+/// A fleet CA in a temporary directory.
+pub struct TestPki {
+    _dir: TempDir,
+    pki: Pki,
+}
+
+impl TestPki {
+    /// A new two-tier CA named `name`.
+    pub fn new(name: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let opts = InitOptions {
+            name: name.into(),
+            ..InitOptions::default()
+        };
+        Pki::init(dir.path(), &opts).expect("ca init");
+        let pki = Pki::open(dir.path(), None).expect("open pki");
+        Self { _dir: dir, pki }
+    }
+
+    /// Issues and activates a device bundle, with `settings` merged into its `device.toml`.
+    pub fn device(&mut self, id: &str, settings: toml::Table) -> Bundle {
+        let id = DeviceId::new(id).expect("valid device id");
+        let opts = IssueOptions {
+            settings,
+            ..IssueOptions::default()
+        };
+        let issued = self.pki.issue_device(&id, &opts).expect("issue device");
+        self.pki.activate(&issued, false).expect("activate");
+        issued.bundle
+    }
+
+    /// Rotates a device (a newer bundle, new serial) and activates it.
+    pub fn rotate(&mut self, id: &str) -> Bundle {
+        let id = DeviceId::new(id).expect("valid device id");
+        let issued = self
+            .pki
+            .rotate_device(&id, &IssueOptions::default())
+            .expect("rotate device");
+        self.pki.activate(&issued, false).expect("activate");
+        issued.bundle
+    }
+
+    /// A server certificate for `localhost` and 127.0.0.1.
+    pub fn server(&mut self) -> ServerTls {
+        let s = self
+            .pki
+            .issue_server(
+                "broker",
+                &["localhost".into()],
+                &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+                &Default::default(),
+            )
+            .expect("issue server");
+        self.pki
+            .activate_serial(&s.serial, false)
+            .expect("activate server");
+        ServerTls {
+            chain_pem: s.chain_pem,
+            key_pem: s.key_pem.to_string(),
+            ca_pem: s.ca_pem,
+        }
+    }
+
+    /// Revokes every certificate of `id` and returns the new CRL, PEM.
+    pub fn revoke(&mut self, id: &str) -> String {
+        let id = DeviceId::new(id).expect("valid device id");
+        self.pki
+            .revoke(&id, None, "key-compromise")
+            .expect("revoke");
+        std::fs::read_to_string(self.pki.dir().join("crl.pem")).expect("crl.pem")
+    }
+
+    /// The PKI directory.
+    pub fn dir(&self) -> &Path {
+        self.pki.dir()
+    }
+}
+
+/// Writes a bundle into `dir` (as `autoprov issue --out` would).
+pub fn write_bundle(bundle: &Bundle, dir: &Path) {
+    autoprov_bundle::write_dir(bundle, dir, true).expect("write bundle");
+}
