@@ -160,6 +160,8 @@ impl InFlight {
 }
 
 struct Counters {
+    /// When a backlog started draining, and how big it was.
+    draining: Option<(Instant, u64)>,
     published: u64,
     acked: u64,
     lost_writes: u64,
@@ -221,6 +223,7 @@ async fn run_loop(
     let mut client: Option<AsyncClient> = None;
     let mut flight = InFlight::default();
     let mut counters = Counters {
+        draining: None,
         published: 0,
         acked: 0,
         lost_writes: 0,
@@ -364,8 +367,10 @@ fn handle_link_event(
             *client = Some(c);
             flight.clear();
             spool.rewind();
-            if spool.backlog() > 0 {
-                tracing::info!("sending {} spooled readings", spool.backlog());
+            let backlog = spool.backlog();
+            if backlog > 0 {
+                tracing::info!("sending {backlog} spooled readings");
+                counters.draining = Some((Instant::now(), backlog));
             }
         }
         LinkEvent::Sent(pkid) => {
@@ -377,9 +382,20 @@ fn handle_link_event(
             if let Some(seq) = flight.by_pkid.remove(&pkid) {
                 spool.ack(seq)?;
                 counters.acked += 1;
+                if let Some((since, n)) = counters.draining
+                    && spool.backlog() == 0
+                {
+                    let secs = since.elapsed().as_secs_f64();
+                    tracing::info!(
+                        "spool drained: {n} readings acknowledged in {secs:.3}s ({:.0} msg/s)",
+                        n as f64 / secs.max(1e-9)
+                    );
+                    counters.draining = None;
+                }
             }
         }
         LinkEvent::Down => {
+            counters.draining = None;
             *client = None;
             flight.clear();
             spool.rewind();
