@@ -29,6 +29,7 @@
 
 pub mod ca;
 pub mod cli;
+pub mod cloud;
 pub mod crl;
 pub mod fsutil;
 pub mod inventory;
@@ -90,6 +91,9 @@ pub enum Error {
     /// Invalid input not covered above (the message says which and why).
     #[error("{0}")]
     Invalid(String),
+    /// Cloud setup files (`aws setup`, `azure setup`).
+    #[error(transparent)]
+    Cloud(#[from] crate::cloud::CloudError),
     /// rcgen refused to sign.
     #[error("signing failed: {0}")]
     Sign(String),
@@ -124,6 +128,7 @@ impl Error {
             Error::Crl(_) => 1,
             Error::Bundle(DirError::NotEmpty(_) | DirError::NotADirectory(_)) => 2,
             Error::Bundle(_) | Error::Fs(_) | Error::Sign(_) => 1,
+            Error::Cloud(e) => e.exit_code(),
         }
     }
 }

@@ -3,6 +3,8 @@
 //! Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error (clap's own usage
 //! errors exit 2 as well). Errors are printed as `error: …` naming the file, field or device.
 
+mod aws;
+mod azure;
 mod ca;
 mod certs;
 mod output;
@@ -27,7 +29,9 @@ use crate::{Error, Passphrase, Pki};
   autoprov issue sensor-007 --out bundles/sensor-007
   autoprov list --expiring-within 30
   autoprov rotate sensor-007 --out bundles/sensor-007-new --revoke-previous
-  autoprov revoke sensor-007 --reason key-compromise"
+  autoprov revoke sensor-007 --reason key-compromise
+  autoprov aws setup --out aws --account-id 123456789012
+  autoprov azure setup --dps my-dps --resource-group my-rg --hub my-hub --out azure"
 )]
 pub struct Cli {
     /// The PKI directory: CA files, inventory.db, crl.pem.
@@ -89,6 +93,12 @@ the cloud; autoprov does not call the clouds itself.")]
   autoprov crl
   autoprov crl --out /etc/mosquitto/crl.pem --next-update-days 7")]
     Crl(certs::CrlArgs),
+    /// AWS IoT Core: just-in-time provisioning of the fleet (setup files and script).
+    #[command(subcommand)]
+    Aws(aws::AwsCommand),
+    /// Azure IoT Hub: Device Provisioning Service enrollment of the fleet (setup script).
+    #[command(subcommand)]
+    Azure(azure::AzureCommand),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -113,6 +123,8 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         Command::Rotate(args) => certs::rotate(cli, args),
         Command::Revoke(args) => certs::revoke(cli, args),
         Command::Crl(args) => certs::crl(cli, args),
+        Command::Aws(cmd) => aws::run(cli, cmd),
+        Command::Azure(cmd) => azure::run(cli, cmd),
     }
 }
 

@@ -2,6 +2,7 @@
 //! with OpenSSL and rustls-webpki, its inventory with SQLite.
 
 mod ca;
+mod cloud;
 mod concurrency;
 mod errors;
 mod issue;
