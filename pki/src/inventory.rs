@@ -67,6 +67,11 @@ const MIGRATIONS: &[&str] = &[
         detail       TEXT
     );
     "#,
+    // 2: whether a record is a whole-image flash or an in-place inject of the bundle.
+    r#"
+    ALTER TABLE flashes ADD COLUMN kind TEXT NOT NULL DEFAULT 'flash'
+        CHECK (kind IN ('flash', 'inject'));
+    "#,
 ];
 
 /// Why the inventory could not be used.
@@ -445,86 +450,12 @@ impl Inventory {
         now: &str,
     ) -> Result<Vec<String>, InventoryError> {
         let path = self.path.clone();
-        let e = |e| classify(&path, e);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        let mut revoked = Vec::new();
-        {
-            let mut subject_of = tx
-                .prepare_cached(
-                    "SELECT kind, subject, issued_at FROM certificates
-                     WHERE serial = ?1 AND status = 'pending'",
-                )
-                .map_err(e)?;
-            let mut older_pending = tx
-                .prepare_cached(
-                    "SELECT serial FROM certificates WHERE kind = ?1 AND subject = ?2
-                     AND status = 'pending' AND serial <> ?3 AND issued_at <= ?4",
-                )
-                .map_err(e)?;
-            let mut previous = tx
-                .prepare_cached(
-                    "SELECT serial FROM certificates
-                     WHERE kind = ?1 AND subject = ?2 AND status = 'active'",
-                )
-                .map_err(e)?;
-            let mut revoke = tx
-                .prepare_cached(
-                    "UPDATE certificates SET status = 'revoked', revoked_at = ?2,
-                         revocation_reason = 'superseded', note = ?3
-                     WHERE serial = ?1",
-                )
-                .map_err(e)?;
-            let mut supersede = tx
-                .prepare_cached(
-                    "UPDATE certificates SET status = 'superseded', superseded_at = ?2
-                     WHERE serial = ?1",
-                )
-                .map_err(e)?;
-            let mut activate = tx
-                .prepare_cached(
-                    "UPDATE certificates SET status = 'active', activated_at = ?2
-                     WHERE serial = ?1",
-                )
-                .map_err(e)?;
-            for serial in serials {
-                let (kind, subject, issued_at): (String, String, String) = subject_of
-                    .query_row([serial], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .optional()
-                    .map_err(e)?
-                    .ok_or_else(|| InventoryError::NoLongerPending((*serial).to_owned()))?;
-                let stale: Vec<String> = older_pending
-                    .query_map(params![kind, subject, serial, issued_at], |r| r.get(0))
-                    .map_err(e)?
-                    .collect::<Result<_, _>>()
-                    .map_err(e)?;
-                for s in stale {
-                    revoke
-                        .execute(params![s, now, "issuance interrupted; superseded"])
-                        .map_err(e)?;
-                    revoked.push(s);
-                }
-                let old: Vec<String> = previous
-                    .query_map(params![kind, subject], |r| r.get(0))
-                    .map_err(e)?
-                    .collect::<Result<_, _>>()
-                    .map_err(e)?;
-                for s in old {
-                    if revoke_previous {
-                        revoke
-                            .execute(params![s, now, format!("rotated to {serial}")])
-                            .map_err(e)?;
-                        revoked.push(s);
-                    } else {
-                        supersede.execute(params![s, now]).map_err(e)?;
-                    }
-                }
-                activate.execute(params![serial, now]).map_err(e)?;
-            }
-        }
-        tx.commit().map_err(e)?;
+            .map_err(|e| classify(&path, e))?;
+        let revoked = activate_in(&tx, &path, serials, revoke_previous, now)?;
+        tx.commit().map_err(|e| classify(&path, e))?;
         Ok(revoked)
     }
 
@@ -532,12 +463,7 @@ impl Inventory {
     /// the safe end is the CRL, not deletion).
     pub fn abandon(&mut self, serial: &str, why: &str, now: &str) -> Result<(), InventoryError> {
         self.conn
-            .execute(
-                "UPDATE certificates SET status = 'revoked', revoked_at = ?2,
-                     revocation_reason = 'cessation-of-operation', note = ?3
-                 WHERE serial = ?1 AND status = 'pending'",
-                params![serial, now, why],
-            )
+            .execute(ABANDON, params![serial, now, why])
             .map(|_| ())
             .map_err(self.err())
     }
@@ -666,47 +592,266 @@ impl Inventory {
         Ok(next)
     }
 
-    /// Records that flashing `device` started; returns the record's id for [`Self::flash_finished`].
+    /// Records that writing a card for `device` started and returns the record's id for
+    /// [`Self::flash_finished`]. Earlier records of the same device still `started` belong to
+    /// runs that were killed before they could record a result; they become `failed`.
     pub fn flash_started(
         &mut self,
         device: &DeviceId,
         serial: Option<&str>,
-        image_sha256: &str,
+        kind: FlashKind,
         target: &str,
         now: &str,
     ) -> Result<i64, InventoryError> {
-        self.conn
-            .execute(
-                "INSERT INTO devices (id, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                params![device.as_str(), now],
-            )
-            .map_err(self.err())?;
-        self.conn
-            .execute(
-                "INSERT INTO flashes (device_id, serial, image_sha256, target, started_at, result)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'started')",
-                params![device.as_str(), serial, image_sha256, target, now],
-            )
-            .map_err(self.err())?;
-        Ok(self.conn.last_insert_rowid())
+        let path = self.path.clone();
+        let e = |e| classify(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        tx.execute(
+            "INSERT INTO devices (id, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            params![device.as_str(), now],
+        )
+        .map_err(e)?;
+        tx.execute(
+            "UPDATE flashes SET result = 'failed', finished_at = ?2,
+                 detail = 'interrupted: autoprov stopped before it could record a result'
+             WHERE device_id = ?1 AND result = 'started'",
+            params![device.as_str(), now],
+        )
+        .map_err(e)?;
+        // The image digest is known only once the whole image has been read.
+        tx.execute(
+            "INSERT INTO flashes (device_id, serial, image_sha256, target, started_at, result, kind)
+             VALUES (?1, ?2, '', ?3, ?4, 'started', ?5)",
+            params![device.as_str(), serial, target, now, kind.name()],
+        )
+        .map_err(e)?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(e)?;
+        Ok(id)
     }
 
-    /// Records how a flash ended.
+    /// Records how a flash ended, together with what it means for its certificate, in one
+    /// transaction: on success the pending certificate `activate` becomes active (see
+    /// [`Self::activate`]); on failure the pending certificate `abandon` is revoked. Returns the
+    /// serials revoked on the way, for the CRL.
     pub fn flash_finished(
         &mut self,
         id: i64,
-        ok: bool,
-        detail: Option<&str>,
+        end: &FlashEnd<'_>,
         now: &str,
-    ) -> Result<(), InventoryError> {
-        self.conn
-            .execute(
-                "UPDATE flashes SET finished_at = ?2, result = ?3, detail = ?4 WHERE id = ?1",
-                params![id, now, if ok { "ok" } else { "failed" }, detail],
-            )
-            .map(|_| ())
-            .map_err(self.err())
+    ) -> Result<Vec<String>, InventoryError> {
+        let path = self.path.clone();
+        let e = |e| classify(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        tx.execute(
+            "UPDATE flashes SET finished_at = ?2, result = ?3, image_sha256 = ?4, detail = ?5
+             WHERE id = ?1",
+            params![
+                id,
+                now,
+                if end.ok { "ok" } else { "failed" },
+                end.image_sha256,
+                end.detail
+            ],
+        )
+        .map_err(e)?;
+        let mut revoked = Vec::new();
+        if let Some((serial, revoke_previous)) = end.activate {
+            revoked = activate_in(&tx, &path, &[serial], revoke_previous, now)?;
+        }
+        if let Some((serial, why)) = end.abandon
+            && tx.execute(ABANDON, params![serial, now, why]).map_err(e)? > 0
+        {
+            revoked.push(serial.to_owned());
+        }
+        tx.commit().map_err(e)?;
+        Ok(revoked)
     }
+
+    /// Every flash and inject, oldest first, or only those of `device`.
+    pub fn flashes(&self, device: Option<&DeviceId>) -> Result<Vec<FlashRow>, InventoryError> {
+        let mut q = self
+            .conn
+            .prepare(
+                "SELECT id, device_id, kind, serial, image_sha256, target, started_at,
+                        finished_at, result, detail
+                 FROM flashes WHERE ?1 IS NULL OR device_id = ?1 ORDER BY id",
+            )
+            .map_err(self.err())?;
+        q.query_map([device.map(DeviceId::as_str)], |r| {
+            Ok(FlashRow {
+                id: r.get(0)?,
+                device: r.get(1)?,
+                kind: r.get(2)?,
+                serial: r.get(3)?,
+                image_sha256: r.get(4)?,
+                target: r.get(5)?,
+                started_at: r.get(6)?,
+                finished_at: r.get(7)?,
+                result: r.get(8)?,
+                detail: r.get(9)?,
+            })
+        })
+        .map_err(self.err())?
+        .collect::<Result<_, _>>()
+        .map_err(self.err())
+    }
+}
+
+/// [`Inventory::activate`] inside a transaction the caller commits.
+fn activate_in(
+    tx: &rusqlite::Transaction<'_>,
+    path: &Path,
+    serials: &[&str],
+    revoke_previous: bool,
+    now: &str,
+) -> Result<Vec<String>, InventoryError> {
+    let e = |e| classify(path, e);
+    let mut revoked = Vec::new();
+    {
+        let mut subject_of = tx
+            .prepare_cached(
+                "SELECT kind, subject, issued_at FROM certificates
+                     WHERE serial = ?1 AND status = 'pending'",
+            )
+            .map_err(e)?;
+        let mut older_pending = tx
+            .prepare_cached(
+                "SELECT serial FROM certificates WHERE kind = ?1 AND subject = ?2
+                     AND status = 'pending' AND serial <> ?3 AND issued_at <= ?4",
+            )
+            .map_err(e)?;
+        let mut previous = tx
+            .prepare_cached(
+                "SELECT serial FROM certificates
+                     WHERE kind = ?1 AND subject = ?2 AND status = 'active'",
+            )
+            .map_err(e)?;
+        let mut revoke = tx
+            .prepare_cached(
+                "UPDATE certificates SET status = 'revoked', revoked_at = ?2,
+                         revocation_reason = 'superseded', note = ?3
+                     WHERE serial = ?1",
+            )
+            .map_err(e)?;
+        let mut supersede = tx
+            .prepare_cached(
+                "UPDATE certificates SET status = 'superseded', superseded_at = ?2
+                     WHERE serial = ?1",
+            )
+            .map_err(e)?;
+        let mut activate = tx
+            .prepare_cached(
+                "UPDATE certificates SET status = 'active', activated_at = ?2
+                     WHERE serial = ?1",
+            )
+            .map_err(e)?;
+        for serial in serials {
+            let (kind, subject, issued_at): (String, String, String) = subject_of
+                .query_row([serial], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+                .map_err(e)?
+                .ok_or_else(|| InventoryError::NoLongerPending((*serial).to_owned()))?;
+            let stale: Vec<String> = older_pending
+                .query_map(params![kind, subject, serial, issued_at], |r| r.get(0))
+                .map_err(e)?
+                .collect::<Result<_, _>>()
+                .map_err(e)?;
+            for s in stale {
+                revoke
+                    .execute(params![s, now, "issuance interrupted; superseded"])
+                    .map_err(e)?;
+                revoked.push(s);
+            }
+            let old: Vec<String> = previous
+                .query_map(params![kind, subject], |r| r.get(0))
+                .map_err(e)?
+                .collect::<Result<_, _>>()
+                .map_err(e)?;
+            for s in old {
+                if revoke_previous {
+                    revoke
+                        .execute(params![s, now, format!("rotated to {serial}")])
+                        .map_err(e)?;
+                    revoked.push(s);
+                } else {
+                    supersede.execute(params![s, now]).map_err(e)?;
+                }
+            }
+            activate.execute(params![serial, now]).map_err(e)?;
+        }
+    }
+    Ok(revoked)
+}
+
+/// Revokes a pending certificate whose delivery failed: ?1 serial, ?2 time, ?3 why.
+const ABANDON: &str = "UPDATE certificates SET status = 'revoked', revoked_at = ?2,
+         revocation_reason = 'cessation-of-operation', note = ?3
+     WHERE serial = ?1 AND status = 'pending'";
+
+/// What wrote a card.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlashKind {
+    /// `autoprov flash`: the whole image.
+    Flash,
+    /// `autoprov inject`: only the bundle, in place.
+    Inject,
+}
+
+impl FlashKind {
+    fn name(self) -> &'static str {
+        match self {
+            FlashKind::Flash => "flash",
+            FlashKind::Inject => "inject",
+        }
+    }
+}
+
+/// How a flash ended, for [`Inventory::flash_finished`].
+#[derive(Clone, Debug, Default)]
+pub struct FlashEnd<'a> {
+    /// Written and verified.
+    pub ok: bool,
+    /// SHA-256 of the image file (flash) or of the boot partition as written (inject), hex;
+    /// empty if the image was not read to its end.
+    pub image_sha256: &'a str,
+    /// What happened, for the operator.
+    pub detail: Option<&'a str>,
+    /// A pending certificate to activate: serial, and whether to revoke the previous one.
+    pub activate: Option<(&'a str, bool)>,
+    /// A pending certificate to revoke because its card was not delivered: serial, why.
+    pub abandon: Option<(&'a str, &'a str)>,
+}
+
+/// One flash or inject, as recorded.
+#[derive(Clone, Debug, Serialize)]
+pub struct FlashRow {
+    /// Record number.
+    pub id: i64,
+    /// The device.
+    pub device: String,
+    /// `flash` or `inject`.
+    pub kind: String,
+    /// The certificate written, if any.
+    pub serial: Option<String>,
+    /// SHA-256 of the image file (flash) or of the boot partition written (inject).
+    pub image_sha256: String,
+    /// The target, as described when written.
+    pub target: String,
+    /// When it started.
+    pub started_at: String,
+    /// When it ended.
+    pub finished_at: Option<String>,
+    /// `started` (still running, or killed), `ok` or `failed`.
+    pub result: String,
+    /// What happened.
+    pub detail: Option<String>,
 }
 
 const ROW_COLUMNS: &str = "subject, kind, serial, status, not_after, fingerprint, issued_at, revoked_at, revocation_reason";

@@ -31,6 +31,7 @@ pub mod ca;
 pub mod cli;
 pub mod cloud;
 pub mod crl;
+pub mod flash;
 pub mod fsutil;
 pub mod inventory;
 pub mod keys;
@@ -88,6 +89,9 @@ pub enum Error {
     /// An invalid device id.
     #[error(transparent)]
     DeviceId(#[from] InvalidDeviceId),
+    /// Flashing or injecting a card (boxed: its variants carry paths and I/O errors).
+    #[error(transparent)]
+    Flash(Box<flash::command::FlashError>),
     /// Invalid input not covered above (the message says which and why).
     #[error("{0}")]
     Invalid(String),
@@ -129,6 +133,7 @@ impl Error {
             Error::Bundle(DirError::NotEmpty(_) | DirError::NotADirectory(_)) => 2,
             Error::Bundle(_) | Error::Fs(_) | Error::Sign(_) => 1,
             Error::Cloud(e) => e.exit_code(),
+            Error::Flash(e) => e.exit_code(),
         }
     }
 }
@@ -463,6 +468,30 @@ impl Pki {
             .zip(ids)
             .map(|(s, id)| self.bundle(s, id, opts))
             .collect()
+    }
+
+    /// A bundle shaped like the one [`Pki::issue_device`] would make — same profile, key type,
+    /// chain, root and settings — around a self-signed placeholder certificate that the CA never
+    /// signed and the inventory never sees. For dry runs, and to check that a bundle fits on a
+    /// card before a real certificate is issued for it. Needs no CA key.
+    pub fn preview_device(&self, id: &DeviceId, opts: &IssueOptions) -> Result<Bundle, Error> {
+        let validity = Validity::for_leaf(profile::now(), opts.days, &self.ca.signer().validity)?;
+        let serial = profile::random_serial()?;
+        let serial_hex = profile::serial_hex(&serial);
+        let key = opts.key_type.generate()?;
+        let cert = profile::device(id.as_str(), validity, serial)
+            .self_signed(&key)
+            .map_err(|e| Error::Sign(e.to_string()))?;
+        let signed = Signed {
+            subject: id.to_string(),
+            serial: serial_hex,
+            der: cert.der().to_vec(),
+            pem: cert.pem(),
+            key_pem: keys::to_pem(&key),
+            validity,
+            key_type: opts.key_type,
+        };
+        Ok(self.bundle(signed, id, opts)?.bundle)
     }
 
     /// Issues a device certificate in memory and records it `pending`. A device that already has

@@ -7,12 +7,15 @@
 //! - [`pki`]: certificates made by the project's own PKI code (`autoprov`), never by hand.
 //! - [`agent`]: a state directory, configuration and process handle for `autoprov-agent`.
 //! - [`bins`]: where the workspace's binaries are (`AUTOPROV_BIN_DIR` overrides).
+//! - [`image`]: SD card images built like nixpkgs' sd-image, with sfdisk, mkfs.vfat, mkfs.ext4
+//!   and zstd, and the third-party readers (fsck.fat, mcopy) results are checked with.
 //!
 //! Every fixture lives in its own temporary directory and keeps its logs there, so a failing
 //! assertion can show what the broker or the agent said.
 
 pub mod agent;
 pub mod bins;
+pub mod image;
 pub mod mosquitto;
 pub mod pki;
 

@@ -12,7 +12,7 @@ use crate::inventory::{CertRow, Kind, Status};
 use crate::{DeviceId, Error, IssueOptions, Issued, KeyType, ServerOptions, fsutil, profile};
 
 /// Parses a device id for clap, with the rule in the error.
-fn parse_device_id(s: &str) -> Result<DeviceId, String> {
+pub(super) fn parse_device_id(s: &str) -> Result<DeviceId, String> {
     DeviceId::new(s).map_err(|e| {
         format!("{e}. Device ids match ^[a-z0-9][a-z0-9_:-]{{0,63}}$: the id is the certificate CN, the MQTT client id, the AWS thing name and the Azure registration id at once")
     })

@@ -7,6 +7,7 @@ mod aws;
 mod azure;
 mod ca;
 mod certs;
+mod flash;
 mod output;
 mod passphrase;
 
@@ -99,6 +100,45 @@ the cloud; autoprov does not call the clouds itself.")]
     /// Azure IoT Hub: Device Provisioning Service enrollment of the fleet (setup script).
     #[command(subcommand)]
     Azure(azure::AzureCommand),
+    /// Write the image to a card with a new device identity injected into its boot partition.
+    #[command(after_help = "Examples:
+  autoprov flash sensor-007 --image result/sd-image/nixos.img.zst --to /dev/sdb \\
+      --wifi-ssid FactoryFloor --wifi-psk-file wifi.psk --set sensor.interval=30s
+  autoprov flash sensor-008 --image nixos.img.zst --to /dev/sdb --dry-run
+  autoprov flash sensor-007 --image new.img.zst --to /dev/sdb --replace --revoke-previous
+  autoprov flash sensor-009 --image nixos.img.zst --to sensor-009.img      # an image file
+
+The certificate and key are made in memory, injected into /autoprov/ of the FAT partition
+labelled FIRMWARE (or bootfs), and the whole image is written in one pass, flushed, and read back
+from the card (bypassing the page cache) to verify it. The key never touches this computer's disk.
+The flash is recorded in the inventory; a flash that fails revokes its certificate.
+
+Refused: a card that is mounted or has a mounted partition, the disk holding /, a disk the kernel
+does not call removable (unless --force), a card smaller than the image. Writing to a block device
+asks for confirmation unless --yes.
+
+--reuse-cert writes the device's current certificate instead of a new one. Its key exists only on
+the old card and in the bundle directory `autoprov issue --out` or `rotate --out` wrote, so that
+directory is required (--bundle DIR); without it, flash a new certificate (--replace).")]
+    Flash(flash::FlashArgs),
+    /// Rewrite only /autoprov/ on a flashed card or image file (rotation without re-flashing).
+    #[command(after_help = "Examples:
+  autoprov inject sensor-007 --to /dev/sdb                   # new certificate, rotated in place
+  autoprov inject sensor-007 --to /dev/sdb --revoke-previous
+  autoprov rotate sensor-007 --out rotated/sensor-007 && \\
+      autoprov inject sensor-007 --to /dev/sdb --reuse-cert --bundle rotated/sensor-007
+  autoprov inject sensor-007 --to sensor-007.img --set sensor.interval=60s
+
+Reads the boot partition, replaces /autoprov/ in memory, writes back only the blocks that
+changed, flushes and verifies them; the root partition (spool, seq) is untouched. Without
+--reuse-cert a new certificate is issued: the device's active one is superseded (or revoked with
+--revoke-previous) once the card is verified.")]
+    Inject(flash::InjectArgs),
+    /// List flashes and injects recorded in the inventory.
+    #[command(after_help = "Examples:
+  autoprov flashes
+  autoprov flashes sensor-007 --json")]
+    Flashes(flash::FlashesArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -125,6 +165,9 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         Command::Crl(args) => certs::crl(cli, args),
         Command::Aws(cmd) => aws::run(cli, cmd),
         Command::Azure(cmd) => azure::run(cli, cmd),
+        Command::Flash(args) => flash::flash(cli, args),
+        Command::Inject(args) => flash::inject(cli, args),
+        Command::Flashes(args) => flash::flashes(cli, args),
     }
 }
 

@@ -1,0 +1,476 @@
+//! The FAT boot partition: recognising it by its volume label, and replacing its `/autoprov/`
+//! folder with a device bundle — in memory, on a copy of the partition's bytes, with the `fatfs`
+//! crate.
+//!
+//! nixpkgs' sd-image labels the partition `FIRMWARE` (`mkfs.vfat -n FIRMWARE`, FAT16 at its
+//! default 30 MiB), Raspberry Pi OS labels it `bootfs`. The label is read from the boot sector,
+//! which is checked field by field before `fatfs` sees it, so a damaged or hostile image gives an
+//! error rather than a panic or an endless loop on a nonsensical geometry.
+
+use std::io::{self, Cursor, Write};
+
+use autoprov_bundle::{Bundle, CARD_FOLDER, ReadError};
+use fatfs::{Date, DateTime, FileSystem, FsOptions, Time, TimeProvider};
+use zeroize::Zeroizing;
+
+/// Volume labels that mark the boot partition (compared without case).
+pub const LABELS: [&str; 2] = ["FIRMWARE", "bootfs"];
+
+/// Why the FAT partition could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FatError {
+    /// The boot sector does not describe a usable FAT filesystem.
+    #[error("is not a usable FAT filesystem: {0}")]
+    NotFat(String),
+    /// `fatfs` refused the filesystem or failed while changing it.
+    #[error("has a damaged FAT filesystem ({0}); run `fsck.fat` on the image or rebuild it")]
+    Damaged(io::Error),
+    /// Not enough free space for the bundle.
+    #[error(
+        "is too full for the bundle: {free} bytes free after removing the old /{CARD_FOLDER}/, {needed} needed; free some space on it or enlarge it"
+    )]
+    TooFull {
+        /// Free bytes.
+        free: u64,
+        /// Bytes the bundle needs, in whole clusters.
+        needed: u64,
+    },
+    /// Writing a file failed (e.g. a full FAT16 root directory).
+    #[error("could not write /{CARD_FOLDER}/{file}: {source}")]
+    Write {
+        /// The file.
+        file: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// Reading the bundle back failed its checks.
+    #[error("holds an invalid bundle in /{CARD_FOLDER}/: {0}")]
+    Bundle(#[from] ReadError),
+}
+
+/// What the boot sector says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FatInfo {
+    /// FAT12, FAT16 or FAT32 (by cluster count, as the specification defines it).
+    pub fat_type: &'static str,
+    /// The volume label in the boot sector, trimmed; `None` if the sector has no label field.
+    pub label: Option<String>,
+    /// Size of the filesystem in bytes.
+    pub size: u64,
+}
+
+impl FatInfo {
+    /// Whether the label is one of [`LABELS`].
+    pub fn is_boot_label(&self) -> bool {
+        self.label
+            .as_deref()
+            .is_some_and(|l| LABELS.iter().any(|b| b.eq_ignore_ascii_case(l)))
+    }
+}
+
+fn le16(b: &[u8], at: usize) -> u64 {
+    u64::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+fn le32(b: &[u8], at: usize) -> u64 {
+    u64::from(u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]))
+}
+
+/// Reads a FAT boot sector (the first 512 bytes of a partition); `None` if it is not one.
+pub fn probe(sector: &[u8]) -> Result<FatInfo, FatError> {
+    let not = |why: &str| Err(FatError::NotFat(why.to_owned()));
+    if sector.len() < 512 || sector[510] != 0x55 || sector[511] != 0xAA {
+        return not("no boot sector signature");
+    }
+    let bytes_per_sector = le16(sector, 11);
+    let per_cluster = u64::from(sector[13]);
+    let reserved = le16(sector, 14);
+    let fats = u64::from(sector[16]);
+    let root_entries = le16(sector, 17);
+    let total = match le16(sector, 19) {
+        0 => le32(sector, 32),
+        n => n,
+    };
+    let fat_size = match le16(sector, 22) {
+        0 => le32(sector, 36),
+        n => n,
+    };
+    if !matches!(bytes_per_sector, 512 | 1024 | 2048 | 4096) {
+        return not("bytes per sector is not 512, 1024, 2048 or 4096");
+    }
+    if !per_cluster.is_power_of_two() || per_cluster > 128 {
+        return not("sectors per cluster is not a power of two up to 128");
+    }
+    if reserved == 0 || fats == 0 || fat_size == 0 || total == 0 {
+        return not("zero reserved sectors, FATs, FAT size or total size");
+    }
+    let root_sectors = (root_entries * 32).div_ceil(bytes_per_sector);
+    let meta = reserved + fats * fat_size + root_sectors;
+    if meta >= total {
+        return not("its FATs are larger than the filesystem");
+    }
+    let clusters = (total - meta) / per_cluster;
+    let fat_type = match clusters {
+        0..4085 => "FAT12",
+        4085..65525 => "FAT16",
+        _ => "FAT32",
+    };
+    let fat32_layout = le16(sector, 22) == 0;
+    if fat32_layout != (fat_type == "FAT32") {
+        return not("its boot sector layout contradicts its cluster count");
+    }
+    let bits = match fat_type {
+        "FAT12" => 12,
+        "FAT16" => 16,
+        _ => 32,
+    };
+    if fat_size * bytes_per_sector * 8 / bits < clusters + 2 {
+        return not("its FAT is too small for its clusters");
+    }
+    let label_at = if fat32_layout { 71 } else { 43 };
+    let signature_at = label_at - 5;
+    let label = (sector[signature_at] == 0x29).then(|| {
+        String::from_utf8_lossy(&sector[label_at..label_at + 11])
+            .trim_end_matches([' ', '\0'])
+            .to_owned()
+    });
+    Ok(FatInfo {
+        fat_type,
+        label,
+        size: total * bytes_per_sector,
+    })
+}
+
+/// What [`inject`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Injected {
+    /// Whether an earlier `/autoprov/` was replaced.
+    pub replaced: bool,
+    /// Bytes of bundle files written.
+    pub bytes: u64,
+    /// Free bytes left on the filesystem.
+    pub free_after: u64,
+}
+
+/// File timestamps in UTC (the card has no time zone; `fatfs` would use none without `chrono`).
+#[derive(Debug)]
+struct Utc;
+
+impl TimeProvider for Utc {
+    fn get_current_date(&self) -> Date {
+        self.get_current_date_time().date
+    }
+
+    fn get_current_date_time(&self) -> DateTime {
+        let now = time::OffsetDateTime::now_utc();
+        // FAT dates cover 1980..=2107.
+        let year = now.year().clamp(1980, 2107) as u16;
+        DateTime {
+            date: Date {
+                year,
+                month: u8::from(now.month()).into(),
+                day: now.day().into(),
+            },
+            time: Time {
+                hour: now.hour().into(),
+                min: now.minute().into(),
+                sec: now.second().into(),
+                millis: now.millisecond(),
+            },
+        }
+    }
+}
+
+static UTC: Utc = Utc;
+
+fn open(fat: &mut [u8]) -> Result<FileSystem<Cursor<&mut [u8]>>, FatError> {
+    let info = probe(&fat[..fat.len().min(512)])?;
+    if info.size > fat.len() as u64 {
+        return Err(FatError::NotFat(format!(
+            "its boot sector says {} bytes, more than the partition's {}",
+            info.size,
+            fat.len()
+        )));
+    }
+    FileSystem::new(Cursor::new(fat), FsOptions::new().time_provider(&UTC))
+        .map_err(FatError::Damaged)
+}
+
+/// Replaces the `/autoprov/` folder of the FAT filesystem in `fat` (a whole partition's bytes) with
+/// `bundle`, manifest last. On error `fat` may be half-changed: callers work on a copy they drop.
+pub fn inject(fat: &mut [u8], bundle: &Bundle) -> Result<Injected, FatError> {
+    let fs = open(fat)?;
+    let root = fs.root_dir();
+    let replaced = remove_tree(&root, CARD_FOLDER)?;
+    let stats = fs.stats().map_err(FatError::Damaged)?;
+    let cluster = u64::from(stats.cluster_size());
+    let files = bundle.files();
+    // One cluster for the folder itself, then each file rounded up to whole clusters.
+    let needed = cluster
+        + files
+            .iter()
+            .map(|(_, d)| (d.len() as u64).div_ceil(cluster) * cluster)
+            .sum::<u64>();
+    let free = u64::from(stats.free_clusters()) * cluster;
+    if needed > free {
+        return Err(FatError::TooFull { free, needed });
+    }
+    let dir = root
+        .create_dir(CARD_FOLDER)
+        .map_err(|source| FatError::Write {
+            file: String::new(),
+            source,
+        })?;
+    let mut bytes = 0;
+    for (name, data) in files {
+        let data = Zeroizing::new(data);
+        let write = |name: &str| -> io::Result<()> {
+            let mut f = dir.create_file(name)?;
+            f.truncate()?;
+            f.write_all(&data)?;
+            f.flush()
+        };
+        write(name).map_err(|source| FatError::Write {
+            file: name.to_owned(),
+            source,
+        })?;
+        bytes += data.len() as u64;
+    }
+    let free_after = fs
+        .stats()
+        .map(|s| u64::from(s.free_clusters()) * cluster)
+        .map_err(FatError::Damaged)?;
+    drop(dir);
+    drop(root);
+    fs.unmount().map_err(FatError::Damaged)?;
+    fix_dot_entries(fat)?;
+    Ok(Injected {
+        replaced,
+        bytes,
+        free_after,
+    })
+}
+
+/// The geometry of a FAT filesystem, from its boot sector (already checked by [`probe`]).
+struct Geometry {
+    cluster_bytes: u64,
+    fat_offset: u64,
+    root_offset: u64,
+    root_bytes: u64,
+    data_offset: u64,
+    clusters: u64,
+    fat32_root: Option<u32>,
+}
+
+fn geometry(fat: &[u8]) -> Result<Geometry, FatError> {
+    let info = probe(&fat[..fat.len().min(512)])?;
+    let s = &fat[..512];
+    let bps = le16(s, 11);
+    let reserved = le16(s, 14);
+    let fats = u64::from(s[16]);
+    let root_entries = le16(s, 17);
+    let fat_size = match le16(s, 22) {
+        0 => le32(s, 36),
+        n => n,
+    };
+    let root_sectors = (root_entries * 32).div_ceil(bps);
+    let data_sectors = reserved + fats * fat_size + root_sectors;
+    let cluster_bytes = bps * u64::from(s[13]);
+    Ok(Geometry {
+        cluster_bytes,
+        fat_offset: reserved * bps,
+        root_offset: (reserved + fats * fat_size) * bps,
+        root_bytes: root_entries * 32,
+        data_offset: data_sectors * bps,
+        clusters: info.size.saturating_sub(data_sectors * bps) / cluster_bytes,
+        fat32_root: (info.fat_type == "FAT32").then(|| le32(s, 44) as u32),
+    })
+}
+
+impl Geometry {
+    fn cluster_range(&self, cluster: u32, len: usize) -> Option<std::ops::Range<usize>> {
+        let c = u64::from(cluster);
+        if c < 2 || c - 2 >= self.clusters {
+            return None;
+        }
+        let start = self.data_offset + (c - 2) * self.cluster_bytes;
+        let end = start + self.cluster_bytes;
+        (end <= len as u64).then_some(start as usize..end as usize)
+    }
+
+    /// Byte ranges of the root directory: the fixed region (FAT12/16) or its cluster chain
+    /// (FAT32), the chain's length bounded so a looping FAT cannot hang us.
+    fn root_ranges(&self, fat: &[u8]) -> Vec<std::ops::Range<usize>> {
+        let Some(mut cluster) = self.fat32_root else {
+            let start = self.root_offset as usize;
+            let fixed = start..start + self.root_bytes as usize;
+            return vec![fixed];
+        };
+        let mut out = Vec::new();
+        for _ in 0..self.clusters.min(65536) {
+            let Some(r) = self.cluster_range(cluster, fat.len()) else {
+                break;
+            };
+            out.push(r);
+            let at = (self.fat_offset + u64::from(cluster) * 4) as usize;
+            let Some(next) = fat.get(at..at + 4) else {
+                break;
+            };
+            cluster = u32::from_le_bytes([next[0], next[1], next[2], next[3]]) & 0x0fff_ffff;
+            if cluster >= 0x0fff_fff8 {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// fatfs 0.3 writes the `.` and `..` entries of a new directory with long-name entries in front
+/// of them, which FAT forbids (`fsck.fat` reports the directory as damaged, and the Linux vfat
+/// driver may read it wrong). This puts `.` and `..` in the first two slots where they belong,
+/// marks the two slots after them free, and points `..` at cluster 0 as the specification wants
+/// for a parent that is the root directory.
+fn fix_dot_entries(fat: &mut [u8]) -> Result<(), FatError> {
+    const DOT: &[u8; 11] = b".          ";
+    const DOTDOT: &[u8; 11] = b"..         ";
+    let name = {
+        let mut n = [b' '; 11];
+        let upper = CARD_FOLDER.to_ascii_uppercase();
+        n[..upper.len()].copy_from_slice(upper.as_bytes());
+        n
+    };
+    let g = geometry(fat)?;
+    let mut cluster = None;
+    'scan: for range in g.root_ranges(fat) {
+        for e in fat[range].chunks_exact(32) {
+            match e[0] {
+                0x00 => break 'scan,
+                0xE5 => continue,
+                _ => {}
+            }
+            if e[11] & 0x0f != 0x0f && e[11] & 0x10 != 0 && e[..11] == name {
+                let hi = if g.fat32_root.is_some() {
+                    le16(e, 20)
+                } else {
+                    0
+                };
+                cluster = Some(((hi << 16) | le16(e, 26)) as u32);
+                break 'scan;
+            }
+        }
+    }
+    let Some(cluster) = cluster else {
+        return Err(FatError::NotFat(format!(
+            "/{CARD_FOLDER} was not found in the root directory after writing it"
+        )));
+    };
+    let range = g
+        .cluster_range(cluster, fat.len())
+        .ok_or_else(|| FatError::NotFat(format!("/{CARD_FOLDER} points outside the filesystem")))?;
+    let dir = &mut fat[range];
+    if dir.len() < 128 {
+        return Ok(());
+    }
+    let lfn = |e: &[u8]| e[11] == 0x0f;
+    let buggy =
+        lfn(&dir[0..32]) && &dir[32..43] == DOT && lfn(&dir[64..96]) && &dir[96..107] == DOTDOT;
+    if buggy {
+        let dot: Vec<u8> = dir[32..64].to_vec();
+        let mut dotdot: Vec<u8> = dir[96..128].to_vec();
+        dotdot[20..22].fill(0);
+        dotdot[26..28].fill(0);
+        dir[0..32].copy_from_slice(&dot);
+        dir[32..64].copy_from_slice(&dotdot);
+        dir[64] = 0xE5;
+        dir[96] = 0xE5;
+    }
+    Ok(())
+}
+
+type Dir<'a, 'b> = fatfs::Dir<'a, Cursor<&'b mut [u8]>>;
+
+/// Removes `name` under `dir`, a file or a whole directory tree; `false` if it was not there.
+fn remove_tree(dir: &Dir<'_, '_>, name: &str) -> Result<bool, FatError> {
+    let entry = dir
+        .iter()
+        .filter_map(Result::ok)
+        .find(|e| e.file_name().eq_ignore_ascii_case(name));
+    let Some(entry) = entry else {
+        return Ok(false);
+    };
+    if entry.is_dir() {
+        let sub = entry.to_dir();
+        let names: Vec<String> = sub
+            .iter()
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(FatError::Damaged)?;
+        for child in names.iter().filter(|n| *n != "." && *n != "..") {
+            remove_tree(&sub, child)?;
+        }
+    }
+    dir.remove(&entry.file_name()).map_err(FatError::Damaged)?;
+    Ok(true)
+}
+
+/// Reads and checks the bundle in `/autoprov/` of the FAT filesystem in `fat`; `None` if there is
+/// no such folder. fatfs wants a writable medium even to read, but changes nothing: access dates
+/// are not updated and the dirty flag is written only if it changed.
+pub fn read_bundle(fat: &mut [u8]) -> Result<Option<Bundle>, FatError> {
+    let fs = open(fat)?;
+    let root = fs.root_dir();
+    let dir = match root.open_dir(CARD_FOLDER) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(FatError::Damaged(e)),
+    };
+    let bundle = Bundle::from_files(|name| {
+        let mut file = match dir.open_file(name) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut data = Vec::new();
+        io::Read::read_to_end(
+            &mut io::Read::take(&mut file, autoprov_bundle::MAX_FILE_SIZE as u64 + 1),
+            &mut data,
+        )?;
+        Ok(Some(data))
+    })?;
+    Ok(Some(bundle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_not_fat() {
+        let mut s = vec![0xffu8; 512];
+        s[510] = 0x55;
+        s[511] = 0xAA;
+        assert!(matches!(probe(&s), Err(FatError::NotFat(_))));
+        assert!(probe(&[0u8; 12]).is_err());
+    }
+
+    #[test]
+    fn geometry_larger_than_the_partition_is_refused_before_fatfs() {
+        let mut s = vec![0u8; 512];
+        s[11..13].copy_from_slice(&512u16.to_le_bytes());
+        s[13] = 4;
+        s[14..16].copy_from_slice(&1u16.to_le_bytes());
+        s[16] = 2;
+        s[17..19].copy_from_slice(&512u16.to_le_bytes());
+        s[22..24].copy_from_slice(&200u16.to_le_bytes());
+        s[32..36].copy_from_slice(&200_000u32.to_le_bytes());
+        s[38] = 0x29;
+        s[43..54].copy_from_slice(b"FIRMWARE   ");
+        s[510] = 0x55;
+        s[511] = 0xAA;
+        let info = probe(&s).unwrap();
+        assert_eq!(info.fat_type, "FAT16");
+        assert!(info.is_boot_label());
+        let err = open(&mut s).err().unwrap();
+        assert!(err.to_string().contains("more than the partition"), "{err}");
+    }
+}

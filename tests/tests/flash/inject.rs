@@ -1,0 +1,157 @@
+//! `inject`: only `/autoprov/` changes, in place; the rest of the card — the root partition with
+//! the device's spool and seq — is kept.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::process::Command;
+
+use autoprov_tests::image::{self, Layout};
+
+use crate::{DEVICE, Fixture, read_card, s};
+
+#[test]
+fn inject_twice_replaces_the_bundle_in_place_and_keeps_the_data_partition() {
+    let f = Fixture::new();
+    let built = f.image("nixos", &Layout::default());
+    let card = f.path("card.img");
+    f.ok(&["flash", DEVICE, "--image", s(&built.img), "--to", s(&card)]);
+    let first = read_card(&card, &built).bundle.manifest().serial.clone();
+
+    // The device ran: its root partition now holds data that must survive a rotation.
+    let data_at = built.root.start + (1 << 20);
+    OpenOptions::new()
+        .write(true)
+        .open(&card)
+        .unwrap()
+        .write_all_at(b"spool: 42 readings, seq 1042", data_at)
+        .unwrap();
+    let before = fs::read(&card).unwrap();
+
+    let out = f.ok(&["inject", DEVICE, "--to", s(&card)]);
+    assert!(out.contains("rewritten in place"), "{out}");
+    assert!(out.contains(&format!("{first} superseded")), "{out}");
+    let c = read_card(&card, &built);
+    let second = c.bundle.manifest().serial.clone();
+    assert_ne!(second, first);
+    let after = fs::read(&card).unwrap();
+    let boot = built.boot.start as usize..built.boot.end as usize;
+    assert_eq!(after[..boot.start], before[..boot.start]);
+    assert_eq!(
+        after[boot.end..],
+        before[boot.end..],
+        "inject changed bytes outside the boot partition"
+    );
+    assert_eq!(
+        image::mcopy_out(&c.fat, "config.txt").unwrap(),
+        b"[pi3]\nkernel=u-boot-rpi3.bin\n"
+    );
+
+    let out = f.ok(&["inject", DEVICE, "--to", s(&card), "--revoke-previous"]);
+    assert!(out.contains(&format!("{second} revoked")), "{out}");
+    let c = read_card(&card, &built);
+    let third = c.bundle.manifest().serial.clone();
+    // One /autoprov/ folder, holding only the newest bundle.
+    let root: Vec<String> = image::mdir(&c.fat, "")
+        .into_iter()
+        .filter(|n| n.eq_ignore_ascii_case("autoprov"))
+        .collect();
+    assert_eq!(root.len(), 1, "{root:?}");
+    assert_eq!(
+        image::mdir(&c.fat, "autoprov").len(),
+        5,
+        "{:?}",
+        image::mdir(&c.fat, "autoprov")
+    );
+    let after2 = fs::read(&card).unwrap();
+    assert_eq!(after2[boot.end..], before[boot.end..]);
+
+    assert_eq!(
+        f.certs(),
+        [
+            (first, "superseded".to_owned()),
+            (second.clone(), "revoked".to_owned()),
+            (third.clone(), "active".to_owned())
+        ]
+    );
+    let crl = image::run(
+        Command::new("openssl")
+            .args(["crl", "-noout", "-text", "-in"])
+            .arg(f.path("pki/crl.pem")),
+    );
+    assert!(crl.to_lowercase().contains(&second), "{crl}");
+    let kinds: Vec<(String, String)> = f
+        .flashes()
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap().to_owned(),
+                r["result"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [("flash", "ok"), ("inject", "ok"), ("inject", "ok")]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+}
+
+#[test]
+fn inject_after_rotate_writes_the_rotated_bundle() {
+    let f = Fixture::new();
+    let built = f.image("nixos", &Layout::default());
+    let card = f.path("card.img");
+    f.ok(&["flash", DEVICE, "--image", s(&built.img), "--to", s(&card)]);
+    let rotated = f.path("rotated");
+    f.ok(&["rotate", DEVICE, "--out", s(&rotated)]);
+    let active = f
+        .certs()
+        .into_iter()
+        .find(|(_, st)| st == "active")
+        .unwrap()
+        .0;
+    f.ok(&[
+        "inject",
+        DEVICE,
+        "--to",
+        s(&card),
+        "--reuse-cert",
+        "--bundle",
+        s(&rotated),
+        "--set",
+        "sensor.interval=1m",
+    ]);
+    let c = read_card(&card, &built);
+    assert_eq!(c.bundle.manifest().serial, active);
+    assert!(
+        std::str::from_utf8(c.bundle.device_toml())
+            .unwrap()
+            .contains("interval = \"1m\"")
+    );
+    assert_eq!(f.certs().iter().filter(|(_, st)| st == "active").count(), 1);
+}
+
+#[test]
+fn inject_dry_run_and_compressed_targets_change_nothing() {
+    let f = Fixture::new();
+    let built = f.image("nixos", &Layout::default());
+    let card = f.path("card.img");
+    f.ok(&["flash", DEVICE, "--image", s(&built.img), "--to", s(&card)]);
+    let before = fs::read(&card).unwrap();
+    let certs = f.certs();
+    let out = f.ok(&["inject", DEVICE, "--to", s(&card), "--dry-run"]);
+    assert!(
+        out.contains("replacing the /autoprov/ already there"),
+        "{out}"
+    );
+    assert_eq!(fs::read(&card).unwrap(), before);
+    assert_eq!(f.certs(), certs);
+    assert_eq!(f.flashes().len(), 1);
+
+    let zst = image::compress(&card);
+    let err = f.fails(&["inject", DEVICE, "--to", s(&zst)], 2);
+    assert!(err.contains("zstd-compressed"), "{err}");
+    let err = f.fails(&["inject", DEVICE, "--to", s(&f.path("missing.img"))], 2);
+    assert!(err.contains("missing.img"), "{err}");
+    assert_eq!(f.certs(), certs);
+}
