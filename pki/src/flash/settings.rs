@@ -2,9 +2,10 @@
 //! into `wifi.conf`.
 //!
 //! `device.toml` is merged by the agent over the image's `agent.toml`
-//! (docs/agent-interface.md), so every key given here is checked against the agent's
-//! configuration schema before a card is written: a typo found on the operator's desk costs
-//! seconds, found on a device in the field it costs a trip.
+//! (docs/agent-interface.md), so every key given here is checked — by the agent's own
+//! configuration code (`autoprov_agent::config`), over its compiled-in defaults — before a card is
+//! written: a typo found on the operator's desk costs seconds, found on a device in the field it
+//! costs a trip.
 //!
 //! A PSK never comes from the command line (it would sit in the shell history and in `ps`): it is
 //! read from a file, and written to the card as the derived 256-bit key (what `wpa_passphrase`
@@ -22,24 +23,14 @@ pub enum SettingsError {
     /// A `--set` argument is not `TABLE.KEY=VALUE`.
     #[error("--set {0:?}: write TABLE.KEY=VALUE, e.g. --set sensor.interval=30s")]
     Syntax(String),
-    /// The key is not in the agent's schema.
+    /// The agent's configuration code refused the setting (unknown key, wrong type, bad value).
     #[error(
-        "--set {key}: the agent has no such setting (known: {known}); see docs/agent-interface.md"
+        "--set {arg}: the agent would refuse this setting: {why} (see docs/agent-interface.md)"
     )]
-    UnknownKey {
-        /// The key.
-        key: String,
-        /// The keys of that table, or the tables.
-        known: String,
-    },
-    /// The value does not fit the key.
-    #[error("--set {key}={value}: {why}")]
-    BadValue {
-        /// The key.
-        key: String,
-        /// The value as given.
-        value: String,
-        /// What the key takes.
+    Agent {
+        /// The argument(s).
+        arg: String,
+        /// The agent's error, naming the key.
         why: String,
     },
     /// `device.id` is the certificate's subject and is written by autoprov.
@@ -63,184 +54,96 @@ pub enum SettingsError {
     Ssid(String),
 }
 
-/// The type of a setting, as the agent reads it.
-#[derive(Clone, Copy, Debug)]
-enum Ty {
-    Str,
-    /// An absolute path.
-    AbsPath,
-    Bool,
-    /// An integer in an inclusive range.
-    Int(i64, i64),
-    /// A float in an inclusive range.
-    Float(f64, f64),
-    /// One of these words.
-    Word(&'static [&'static str]),
-    /// `"500ms"`, `"10s"`, `"5m"`, `"1h"`.
-    Duration,
-    /// `"512KiB"`, `"64MiB"`.
-    Size,
+/// The name the `--set` layer has in the agent's error messages.
+const LAYER: &str = "device.toml (from --set)";
+
+/// The value text as TOML: a literal if it is one (`8883`, `true`, `0.5`, `"quoted"`), else the
+/// text as a string (`30s`, `mqtt.example.net`).
+fn literal(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_owned()))
 }
 
-/// The agent's configuration keys (docs/agent-interface.md and `agent/agent.toml`), the one place
-/// the operator side knows them.
-const SCHEMA: &[(&str, &[(&str, Ty)])] = &[
-    (
-        "sensor",
-        &[
-            ("kind", Ty::Word(&["iio", "gpio", "simulated"])),
-            ("interval", Ty::Duration),
-            ("iio_device", Ty::AbsPath),
-            ("gpio", Ty::Int(0, 27)),
-            ("seed", Ty::Int(0, i64::MAX)),
-            ("failure_rate", Ty::Float(0.0, 1.0)),
-        ],
-    ),
-    ("cloud", &[("profile", Ty::Word(&["mqtt", "aws", "azure"]))]),
-    (
-        "mqtt",
-        &[
-            ("host", Ty::Str),
-            ("port", Ty::Int(1, 65535)),
-            ("ca_file", Ty::AbsPath),
-            ("topic", Ty::Str),
-            ("keep_alive", Ty::Duration),
-            ("clean_session", Ty::Bool),
-            ("in_flight", Ty::Int(1, 65535)),
-        ],
-    ),
-    (
-        "aws",
-        &[
-            ("endpoint", Ty::Str),
-            ("port", Ty::Int(1, 65535)),
-            ("topic", Ty::Str),
-        ],
-    ),
-    ("azure", &[("id_scope", Ty::Str), ("dps_host", Ty::Str)]),
-    (
-        "spool",
-        &[
-            ("max_size", Ty::Size),
-            ("fsync", Ty::Word(&["always", "batch"])),
-            ("batch_interval", Ty::Duration),
-        ],
-    ),
-    (
-        "reconnect",
-        &[("base", Ty::Duration), ("cap", Ty::Duration)],
-    ),
-    ("state", &[("dir", Ty::AbsPath)]),
-];
-
-fn unit_number(s: &str, units: &[&str]) -> bool {
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    digits > 0 && s[..digits].parse::<u64>().is_ok() && units.contains(&&s[digits..])
+/// Validates `settings` as the bundle's `device.toml` over the agent's compiled-in defaults, with
+/// the agent's own configuration code — the one schema there is.
+fn validate(settings: &toml::Table) -> Result<(), String> {
+    let text = toml::to_string(settings).map_err(|e| e.to_string())?;
+    use autoprov_agent::config::{Config, ConfigError};
+    Config::from_texts(&[(LAYER, &text)])
+        .map(|_| ())
+        .map_err(|e| match e {
+            // The TOML parser quotes the synthesized document; its last line is the point.
+            ConfigError::Parse { message, .. } => message
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            ConfigError::Invalid { field, message, .. } => format!("{field}: {message}"),
+            other => other.to_string(),
+        })
 }
 
-impl Ty {
-    /// Converts the text after `=` into the TOML value this type takes, or says why not.
-    fn value(self, text: &str) -> Result<toml::Value, String> {
-        // A quoted value is a string whatever it looks like.
-        let literal: Option<toml::Value> = toml::from_str::<toml::Table>(&format!("v = {text}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"));
-        let string = match &literal {
-            Some(toml::Value::String(s)) => s.clone(),
-            _ => text.to_owned(),
-        };
-        match self {
-            Ty::Str => (!string.is_empty())
-                .then_some(toml::Value::String(string))
-                .ok_or_else(|| "must not be empty".to_owned()),
-            Ty::AbsPath => string
-                .starts_with('/')
-                .then_some(toml::Value::String(string))
-                .ok_or_else(|| "must be an absolute path".to_owned()),
-            Ty::Bool => match literal {
-                Some(v @ toml::Value::Boolean(_)) => Ok(v),
-                _ => Err("must be true or false".to_owned()),
-            },
-            Ty::Int(lo, hi) => match literal {
-                Some(toml::Value::Integer(n)) if (lo..=hi).contains(&n) => {
-                    Ok(toml::Value::Integer(n))
-                }
-                _ => Err(format!("must be a whole number from {lo} to {hi}")),
-            },
-            Ty::Float(lo, hi) => match literal {
-                Some(toml::Value::Float(f)) if (lo..=hi).contains(&f) => Ok(toml::Value::Float(f)),
-                Some(toml::Value::Integer(n)) if (lo..=hi).contains(&(n as f64)) => {
-                    Ok(toml::Value::Float(n as f64))
-                }
-                _ => Err(format!("must be a number from {lo} to {hi}")),
-            },
-            Ty::Word(words) => words
-                .contains(&string.as_str())
-                .then_some(toml::Value::String(string))
-                .ok_or_else(|| format!("must be one of {}", words.join(", "))),
-            Ty::Duration => unit_number(&string, &["ms", "s", "m", "min", "h"])
-                .then_some(toml::Value::String(string))
-                .ok_or_else(|| {
-                    "must be a duration such as \"500ms\", \"10s\", \"5m\", \"1h\"".to_owned()
-                }),
-            Ty::Size => unit_number(&string, &["", "B", "KiB", "MiB", "GiB"])
-                .then_some(toml::Value::String(string))
-                .ok_or_else(|| "must be a size such as \"512KiB\", \"64MiB\"".to_owned()),
-        }
-    }
-}
-
-/// Turns `--set TABLE.KEY=VALUE` arguments into the settings table of `device.toml`, each key
-/// checked against the agent's schema and each value converted to the type the agent reads.
+/// Turns `--set TABLE.KEY=VALUE` arguments into the settings table of `device.toml`, checked by
+/// the agent's configuration code. A value is a TOML literal if it is one and a string
+/// otherwise; where the agent wants a string for a key (`mqtt.host=10`), the text is taken as
+/// one.
 pub fn from_args(args: &[String]) -> Result<toml::Table, SettingsError> {
     let mut out = toml::Table::new();
     for arg in args {
         let (key, text) = arg
             .split_once('=')
             .ok_or_else(|| SettingsError::Syntax(arg.clone()))?;
-        let key = key.trim();
-        let (table, field) = key
-            .split_once('.')
-            .ok_or_else(|| SettingsError::Syntax(arg.clone()))?;
+        let (key, text) = (key.trim(), text.trim());
+        let Some((table, field)) = key.split_once('.') else {
+            return Err(SettingsError::Syntax(arg.clone()));
+        };
+        if table.is_empty() || field.is_empty() || field.contains('.') {
+            return Err(SettingsError::Syntax(arg.clone()));
+        }
         if table == "device" && field == "id" {
             return Err(SettingsError::DeviceId);
         }
-        let Some((_, fields)) = SCHEMA.iter().find(|(t, _)| *t == table) else {
-            return Err(SettingsError::UnknownKey {
-                key: key.to_owned(),
-                known: SCHEMA
-                    .iter()
-                    .map(|(t, _)| *t)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        };
-        let Some((_, ty)) = fields.iter().find(|(f, _)| *f == field) else {
-            return Err(SettingsError::UnknownKey {
-                key: key.to_owned(),
-                known: fields
-                    .iter()
-                    .map(|(f, _)| format!("{table}.{f}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        };
-        let value = ty
-            .value(text.trim())
-            .map_err(|why| SettingsError::BadValue {
-                key: key.to_owned(),
-                value: text.to_owned(),
-                why,
-            })?;
-        let entry = out
-            .entry(table.to_owned())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if let toml::Value::Table(t) = entry
-            && t.insert(field.to_owned(), value).is_some()
+        if out
+            .get(table)
+            .and_then(|t| t.as_table())
+            .is_some_and(|t| t.contains_key(field))
         {
             return Err(SettingsError::Twice(key.to_owned()));
         }
+        let one = |value: toml::Value| {
+            let mut t = toml::Table::new();
+            t.insert(field.to_owned(), value.clone());
+            let mut doc = toml::Table::new();
+            doc.insert(table.to_owned(), toml::Value::Table(t));
+            validate(&doc).map(|()| value)
+        };
+        let value = match one(literal(text)) {
+            Ok(v) => Ok(v),
+            Err(first) if !literal(text).is_str() => {
+                one(toml::Value::String(text.to_owned())).map_err(|_| first)
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|why| SettingsError::Agent {
+            arg: arg.clone(),
+            why,
+        })?;
+        if let toml::Value::Table(t) = out
+            .entry(table.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            t.insert(field.to_owned(), value);
+        }
     }
+    // Each key was checked alone; together they must hold too (e.g. reconnect.base <= cap).
+    validate(&out).map_err(|why| SettingsError::Agent {
+        arg: args.join(" "),
+        why,
+    })?;
     Ok(out)
 }
 
@@ -360,7 +263,7 @@ mod tests {
             "mqtt.port=8884",
             "mqtt.clean_session=true",
             "mqtt.host=mqtt.example.net",
-            "sensor.failure_rate=0",
+            "sensor.failure_rate=0.25",
             "cloud.profile=aws",
         ]))
         .unwrap();
@@ -369,7 +272,7 @@ mod tests {
         assert_eq!(back["sensor"]["interval"].as_str(), Some("30s"));
         assert_eq!(back["mqtt"]["port"].as_integer(), Some(8884));
         assert_eq!(back["mqtt"]["clean_session"].as_bool(), Some(true));
-        assert_eq!(back["sensor"]["failure_rate"].as_float(), Some(0.0));
+        assert_eq!(back["sensor"]["failure_rate"].as_float(), Some(0.25));
         assert_eq!(back["cloud"]["profile"].as_str(), Some("aws"));
     }
 
@@ -383,24 +286,32 @@ mod tests {
     fn unknown_keys_name_the_known_ones() {
         let err = from_args(&args(&["sensor.intervall=30s"])).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("sensor.interval"), "{msg}");
+        assert!(msg.contains("unknown field `intervall`"), "{msg}");
+        assert!(msg.contains("`interval`"), "{msg}");
         let err = from_args(&args(&["sensors.interval=30s"])).unwrap_err();
-        assert!(err.to_string().contains("known: sensor, cloud"), "{err}");
+        assert!(err.to_string().contains("`sensor`, `cloud`"), "{err}");
     }
 
     #[test]
     fn bad_values_say_what_the_key_takes() {
         for (arg, expect) in [
-            ("mqtt.port=70000", "from 1 to 65535"),
-            ("sensor.interval=soon", "duration"),
-            ("cloud.profile=gcp", "mqtt, aws, azure"),
-            ("spool.max_size=64MB", "size"),
-            ("state.dir=relative", "absolute"),
-            ("mqtt.clean_session=yes", "true or false"),
+            ("mqtt.port=70000", "expected u16"),
+            ("sensor.interval=soon", "not a duration"),
+            ("cloud.profile=gcp", "`mqtt`, `aws`, `azure`"),
+            ("spool.max_size=64MB", "not a size"),
+            ("state.dir=relative", "absolute path"),
+            ("mqtt.clean_session=yes", "expected a boolean"),
+            ("sensor.interval=1s", "2s"),
         ] {
             let err = from_args(&args(&[arg])).unwrap_err();
             assert!(err.to_string().contains(expect), "{arg}: {err}");
         }
+    }
+
+    #[test]
+    fn settings_that_only_fail_together_are_refused() {
+        let err = from_args(&args(&["reconnect.base=10s", "reconnect.cap=5s"])).unwrap_err();
+        assert!(err.to_string().contains("reconnect.cap"), "{err}");
     }
 
     #[test]

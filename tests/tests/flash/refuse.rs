@@ -206,9 +206,9 @@ fn bad_settings_and_wifi_arguments_are_refused_before_anything_happens() {
     };
 
     let err = f.fails(&with(&["--set", "sensor.intervall=30s"]), 2);
-    assert!(err.contains("sensor.interval"), "{err}");
+    assert!(err.contains("unknown field `intervall`"), "{err}");
     let err = f.fails(&with(&["--set", "mqtt.port=http"]), 2);
-    assert!(err.contains("from 1 to 65535"), "{err}");
+    assert!(err.contains("expected u16"), "{err}");
     // A PSK is never taken from the command line.
     f.fails(&with(&["--wifi-ssid", "Net", "--wifi-psk", "secret123"]), 2);
     f.fails(&with(&["--wifi-ssid", "Net"]), 2);
