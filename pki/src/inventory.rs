@@ -1005,6 +1005,68 @@ mod tests {
     }
 
     #[test]
+    fn a_flash_records_its_certificate_outcome_in_the_same_transaction() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut inv = open(tmp.path());
+        let t = "2026-01-01T00:00:00Z";
+        let d1 = DeviceId::new("d1").unwrap();
+        inv.record_pending(&[cert("01", "d1")], Expect::NoActive, t)
+            .unwrap();
+        let ok = inv
+            .flash_started(&d1, Some("01"), FlashKind::Flash, "card.img", t)
+            .unwrap();
+        let end = FlashEnd {
+            ok: true,
+            image_sha256: "abc",
+            detail: Some("verified"),
+            activate: Some(("01", false)),
+            abandon: None,
+        };
+        assert!(inv.flash_finished(ok, &end, t).unwrap().is_empty());
+        inv.record_pending(&[cert("02", "d1")], Expect::Active, t)
+            .unwrap();
+        let failed = inv
+            .flash_started(&d1, Some("02"), FlashKind::Inject, "/dev/sdb", t)
+            .unwrap();
+        let end = FlashEnd {
+            ok: false,
+            detail: Some("read back differs"),
+            abandon: Some(("02", "card not written")),
+            ..FlashEnd::default()
+        };
+        assert_eq!(inv.flash_finished(failed, &end, t).unwrap(), ["02"]);
+        assert_eq!(
+            statuses(&inv),
+            [("01".into(), Status::Active), ("02".into(), Status::Revoked)]
+        );
+        let rows = inv.flashes(Some(&d1)).unwrap();
+        let summary: Vec<(&str, &str, &str)> = rows
+            .iter()
+            .map(|r| (r.kind.as_str(), r.result.as_str(), r.image_sha256.as_str()))
+            .collect();
+        assert_eq!(summary, [("flash", "ok", "abc"), ("inject", "failed", "")]);
+    }
+
+    #[test]
+    fn a_flash_left_started_by_a_killed_run_is_marked_failed_by_the_next() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut inv = open(tmp.path());
+        let t = "2026-01-01T00:00:00Z";
+        let d1 = DeviceId::new("d1").unwrap();
+        let d2 = DeviceId::new("d2").unwrap();
+        inv.flash_started(&d1, None, FlashKind::Flash, "a", t).unwrap();
+        let other = inv.flash_started(&d2, None, FlashKind::Flash, "b", t).unwrap();
+        inv.flash_started(&d1, None, FlashKind::Flash, "c", t).unwrap();
+        let rows = inv.flashes(None).unwrap();
+        assert_eq!(rows[0].result, "failed");
+        assert!(rows[0].detail.as_deref().unwrap().contains("interrupted"));
+        // Another device's flash, perhaps running in parallel, is left alone.
+        assert_eq!(rows[1].id, other);
+        assert_eq!(rows[1].result, "started");
+        assert_eq!(rows[2].result, "started");
+    }
+
+    #[test]
     fn crl_numbers_increase() {
         let tmp = tempfile::tempdir().unwrap();
         let mut inv = open(tmp.path());

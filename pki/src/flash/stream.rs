@@ -383,6 +383,17 @@ pub fn read_back(
     expected: &blake3::Hash,
     opts: &Options,
 ) -> Result<Verified, StreamError> {
+    read_back_with(path, offset, len, expected, opts, true)
+}
+
+fn read_back_with(
+    path: &Path,
+    offset: u64,
+    len: u64,
+    expected: &blake3::Hash,
+    opts: &Options,
+    try_direct: bool,
+) -> Result<Verified, StreamError> {
     let started = Instant::now();
     let read_err = |at: u64, source| StreamError::ReadBack {
         path: path.to_owned(),
@@ -390,7 +401,10 @@ pub fn read_back(
         source,
     };
     // O_DIRECT may be refused when opening (tmpfs) or on the first read (some filesystems).
-    let attempt = match open_direct(path) {
+    let einval = || io::Error::from_raw_os_error(libc::EINVAL);
+    let attempt = match open_direct(path).and_then(|f| {
+        if try_direct { Ok(f) } else { Err(einval()) }
+    }) {
         Ok(f) => hash_range(&f, path, offset, len, true, opts),
         Err(e) => Err(read_err(offset, e)),
     };
@@ -517,4 +531,141 @@ pub fn rate(bytes: u64, t: Duration) -> String {
         return format!("{secs:.1} s");
     }
     format!("{secs:.1} s ({}/s)", human((bytes as f64 / secs) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flash::source::Image;
+
+    fn opts() -> Options {
+        Options {
+            verify: true,
+            progress: false,
+            sync_every: None,
+            capacity: None,
+            interrupt: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn noise(len: usize) -> Vec<u8> {
+        let mut x: u32 = 0x1234_5678;
+        (0..len)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// An "image" file of `len` bytes and a plan that streams it whole (no head).
+    fn plan(dir: &Path, len: usize) -> (Vec<u8>, Plan) {
+        let data = noise(len);
+        let img = dir.join("src.img");
+        std::fs::write(&img, &data).unwrap();
+        let (path, compressed, head, rest) = Image::open(&img).unwrap().into_parts();
+        let plan = Plan {
+            path,
+            compressed,
+            head,
+            rest,
+            expected_len: Some(len as u64),
+            min_len: len as u64,
+        };
+        (data, plan)
+    }
+
+    #[test]
+    fn an_image_larger_than_the_target_stops_at_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, plan) = plan(dir.path(), 3 * CHUNK + 10);
+        let target = dir.path().join("card");
+        let mut f = File::create(&target).unwrap();
+        let o = Options {
+            capacity: Some(2 * CHUNK as u64),
+            ..opts()
+        };
+        let err = write_image(plan, &mut f, &target, &o).unwrap_err();
+        assert!(matches!(err, StreamError::TargetFull { .. }), "{err}");
+        assert!(std::fs::metadata(&target).unwrap().len() <= 2 * CHUNK as u64);
+    }
+
+    #[test]
+    fn a_written_stream_is_verified_and_its_sha256_is_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, plan) = plan(dir.path(), 2 * CHUNK + 4097);
+        let target = dir.path().join("card");
+        let mut f = File::create(&target).unwrap();
+        let w = write_image(plan, &mut f, &target, &opts()).unwrap();
+        assert_eq!(w.bytes, data.len() as u64);
+        assert_eq!(w.image_sha256, autoprov_bundle::sha256_hex(&data));
+        assert_eq!(w.blake3, blake3::hash(&data).to_hex().to_string());
+        assert_eq!(w.verified.unwrap().method, ReadBack::Direct);
+        assert_eq!(std::fs::read(&target).unwrap(), data);
+    }
+
+    #[test]
+    fn a_stream_shorter_than_its_partitions_is_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, mut plan) = plan(dir.path(), 10_000);
+        plan.min_len = 20_000;
+        let target = dir.path().join("card");
+        let err = write_image(plan, &mut File::create(&target).unwrap(), &target, &opts())
+            .unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn an_interrupt_stops_the_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, plan) = plan(dir.path(), CHUNK);
+        let target = dir.path().join("card");
+        let o = opts();
+        o.interrupt.store(true, Ordering::Relaxed);
+        let err =
+            write_image(plan, &mut File::create(&target).unwrap(), &target, &o).unwrap_err();
+        assert!(matches!(err, StreamError::Interrupted), "{err}");
+    }
+
+    #[test]
+    fn read_back_finds_a_changed_byte_at_any_offset_and_either_method() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("card");
+        let data = noise(3 * CHUNK);
+        std::fs::write(&path, &data).unwrap();
+        // Unaligned range, spanning chunks.
+        let (off, len) = (1000u64, 2 * CHUNK as u64 + 77);
+        let want = blake3::hash(&data[off as usize..(off + len) as usize]);
+        for direct in [true, false] {
+            let v = read_back_with(&path, off, len, &want, &opts(), direct).unwrap();
+            let method = if direct {
+                ReadBack::Direct
+            } else {
+                ReadBack::DroppedCache
+            };
+            assert_eq!(v.method, method);
+        }
+        let mut bad = data.clone();
+        bad[off as usize + CHUNK + 5] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        for direct in [true, false] {
+            let err = read_back_with(&path, off, len, &want, &opts(), direct).unwrap_err();
+            assert!(matches!(err, StreamError::Mismatch { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn only_changed_blocks_are_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("card");
+        let old = noise(1 << 20);
+        std::fs::write(&path, &old).unwrap();
+        let mut new = old.clone();
+        new[200_000] ^= 0xff;
+        new[900_000] ^= 0xff;
+        let f = OpenOptions::new().write(true).open(&path).unwrap();
+        let written = write_changes(&f, &path, 0, &old, &new).unwrap();
+        assert_eq!(written, 2 * 64 * 1024);
+        assert_eq!(std::fs::read(&path).unwrap(), new);
+    }
 }
