@@ -1037,7 +1037,10 @@ mod tests {
         assert_eq!(inv.flash_finished(failed, &end, t).unwrap(), ["02"]);
         assert_eq!(
             statuses(&inv),
-            [("01".into(), Status::Active), ("02".into(), Status::Revoked)]
+            [
+                ("01".into(), Status::Active),
+                ("02".into(), Status::Revoked)
+            ]
         );
         let rows = inv.flashes(Some(&d1)).unwrap();
         let summary: Vec<(&str, &str, &str)> = rows
@@ -1054,9 +1057,13 @@ mod tests {
         let t = "2026-01-01T00:00:00Z";
         let d1 = DeviceId::new("d1").unwrap();
         let d2 = DeviceId::new("d2").unwrap();
-        inv.flash_started(&d1, None, FlashKind::Flash, "a", t).unwrap();
-        let other = inv.flash_started(&d2, None, FlashKind::Flash, "b", t).unwrap();
-        inv.flash_started(&d1, None, FlashKind::Flash, "c", t).unwrap();
+        inv.flash_started(&d1, None, FlashKind::Flash, "a", t)
+            .unwrap();
+        let other = inv
+            .flash_started(&d2, None, FlashKind::Flash, "b", t)
+            .unwrap();
+        inv.flash_started(&d1, None, FlashKind::Flash, "c", t)
+            .unwrap();
         let rows = inv.flashes(None).unwrap();
         assert_eq!(rows[0].result, "failed");
         assert!(rows[0].detail.as_deref().unwrap().contains("interrupted"));

@@ -102,7 +102,12 @@ fn main() {
     let _ = fs::remove_dir_all(&rootfs);
     let (data, files) = populate(
         &rootfs,
-        &["/usr/lib/x86_64-linux-gnu", "/usr/bin", "/usr/share", "/usr/lib"],
+        &[
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/bin",
+            "/usr/share",
+            "/usr/lib",
+        ],
         ROOT_DATA,
     );
     let built = image::build(
@@ -139,7 +144,9 @@ fn main() {
     // The same bundle files for the baseline's mcopy.
     let bundle = work.join("bundle");
     let _ = fs::remove_dir_all(&bundle);
-    run(autoprov_cmd().args(["issue", "bench-mcopy", "--out"]).arg(&bundle));
+    run(autoprov_cmd()
+        .args(["issue", "bench-mcopy", "--out"])
+        .arg(&bundle));
 
     let target = work.join("card.img");
     let boot_at = format!("{}@@{}", target.display(), built.boot.start);

@@ -629,14 +629,43 @@ impl std::fmt::Debug for Plan {
     }
 }
 
-fn planned_cert(common: &Common, plan: &Plan) -> CertOutcome {
-    match &common.identity {
-        Identity::Reuse { .. } => CertOutcome::Reused {
-            serial: plan.bundle.manifest().serial.clone(),
-        },
-        Identity::New { .. } => CertOutcome::WouldIssue {
-            replacing: plan.replacing.clone(),
-        },
+impl Outcome {
+    /// What a run will do, as far as it is known before anything is issued or written.
+    #[allow(clippy::too_many_arguments)]
+    fn planned(
+        kind: FlashKind,
+        common: &Common,
+        target: &Target,
+        source: String,
+        boot: String,
+        plan: &Plan,
+        trial: &fat::Injected,
+        inspect: Duration,
+    ) -> Outcome {
+        Outcome {
+            kind,
+            dry_run: common.dry_run,
+            device: common.device.clone(),
+            target: target.describe(),
+            source,
+            boot,
+            files: file_list(&plan.bundle),
+            replaced_bundle: trial.replaced,
+            free_after: trial.free_after,
+            cert: match &common.identity {
+                Identity::Reuse { .. } => CertOutcome::Reused {
+                    serial: plan.bundle.manifest().serial.clone(),
+                },
+                Identity::New { .. } => CertOutcome::WouldIssue {
+                    replacing: plan.replacing.clone(),
+                },
+            },
+            written: None,
+            changed: None,
+            verified: None,
+            record: None,
+            timings: vec![("inspect", inspect)],
+        }
     }
 }
 
@@ -683,23 +712,16 @@ pub fn prepare_flash(pki: &mut Pki, req: FlashRequest) -> Result<Prepared, Error
     let plan = plan_identity(pki, &common, FlashKind::Flash)?;
     let fat = &image.head()[boot.start as usize..boot.end() as usize];
     let trial = trial(fat, &plan.bundle, &image_path, boot.number)?;
-    let outcome = Outcome {
-        kind: FlashKind::Flash,
-        dry_run: common.dry_run,
-        device: common.device.clone(),
-        target: target.describe(),
+    let outcome = Outcome::planned(
+        FlashKind::Flash,
+        &common,
+        &target,
         source,
-        boot: describe_boot(&table, &boot, &info),
-        files: file_list(&plan.bundle),
-        replaced_bundle: trial.replaced,
-        free_after: trial.free_after,
-        cert: planned_cert(&common, &plan),
-        written: None,
-        changed: None,
-        verified: None,
-        record: None,
-        timings: vec![("inspect", inspect)],
-    };
+        describe_boot(&table, &boot, &info),
+        &plan,
+        &trial,
+        inspect,
+    );
     Ok(Prepared {
         common,
         outcome,
@@ -728,7 +750,7 @@ pub fn prepare_inject(pki: &mut Pki, req: InjectRequest) -> Result<Prepared, Err
     };
     let mut file = File::open(&name).map_err(io_err)?;
     let len = file.seek(SeekFrom::End(0)).map_err(io_err)?;
-    if file.bytes(0, 4).ok().as_deref() == Some(&[0x28, 0xB5, 0x2F, 0xFD][..]) {
+    if file.bytes(0, 4).ok().as_deref() == Some(&source::ZSTD_MAGIC[..]) {
         return Err(FlashError::CompressedTarget(name).into());
     }
     let table = partition::read(&mut file, Some(len)).map_err(|e| partition_error(&name, e))?;
@@ -749,23 +771,16 @@ pub fn prepare_inject(pki: &mut Pki, req: InjectRequest) -> Result<Prepared, Err
     let inspect = t.elapsed();
     let plan = plan_identity(pki, &common, FlashKind::Inject)?;
     let trial = trial(&old, &plan.bundle, &name, boot.number)?;
-    let outcome = Outcome {
-        kind: FlashKind::Inject,
-        dry_run: common.dry_run,
-        device: common.device.clone(),
-        target: target.describe(),
-        source: format!("{} ({})", name.display(), human(len)),
-        boot: describe_boot(&table, &boot, &info),
-        files: file_list(&plan.bundle),
-        replaced_bundle: trial.replaced,
-        free_after: trial.free_after,
-        cert: planned_cert(&common, &plan),
-        written: None,
-        changed: None,
-        verified: None,
-        record: None,
-        timings: vec![("inspect", inspect)],
-    };
+    let outcome = Outcome::planned(
+        FlashKind::Inject,
+        &common,
+        &target,
+        format!("{} ({})", name.display(), human(len)),
+        describe_boot(&table, &boot, &info),
+        &plan,
+        &trial,
+        inspect,
+    );
     Ok(Prepared {
         common,
         outcome,

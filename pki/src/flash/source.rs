@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::{Medium, Wiped};
 
 /// The zstd frame magic number, little-endian.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 /// The boot partition must end within this many bytes of the image's start, because everything
 /// up to its end is held in memory.
 pub const MAX_HEAD: u64 = 1 << 30;
@@ -274,7 +274,8 @@ impl Medium for Image {
     }
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full or the reader ends; returns how much was read.
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut at = 0;
     while at < buf.len() {
         match r.read(&mut buf[at..]) {

@@ -14,7 +14,7 @@
 //! says which was used.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -201,19 +201,6 @@ fn bar(total: Option<u64>, prefix: &'static str, enabled: bool) -> ProgressBar {
     pb
 }
 
-fn read_chunk(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut at = 0;
-    while at < buf.len() {
-        match r.read(&mut buf[at..]) {
-            Ok(0) => break,
-            Ok(n) => at += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(at)
-}
-
 /// Writes the whole image to `target` (opened for writing at offset 0), flushes it, and verifies
 /// it if asked. `target_path` is used to reopen it for the read-back and in messages.
 pub fn write_image(
@@ -274,7 +261,7 @@ pub fn write_image(
             loop {
                 let mut buf = recycle_rx.try_recv().unwrap_or_else(|_| vec![0; CHUNK]);
                 buf.resize(CHUNK, 0);
-                match read_chunk(&mut rest, &mut buf) {
+                match source::read_full(&mut rest, &mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
                         buf.truncate(n);
@@ -402,12 +389,11 @@ fn read_back_with(
     };
     // O_DIRECT may be refused when opening (tmpfs) or on the first read (some filesystems).
     let einval = || io::Error::from_raw_os_error(libc::EINVAL);
-    let attempt = match open_direct(path).and_then(|f| {
-        if try_direct { Ok(f) } else { Err(einval()) }
-    }) {
-        Ok(f) => hash_range(&f, path, offset, len, true, opts),
-        Err(e) => Err(read_err(offset, e)),
-    };
+    let attempt =
+        match open_direct(path).and_then(|f| if try_direct { Ok(f) } else { Err(einval()) }) {
+            Ok(f) => hash_range(&f, path, offset, len, true, opts),
+            Err(e) => Err(read_err(offset, e)),
+        };
     let (hash, method) = match attempt {
         Ok(h) => (h, ReadBack::Direct),
         Err(StreamError::ReadBack { source, .. })
@@ -610,8 +596,8 @@ mod tests {
         let (_, mut plan) = plan(dir.path(), 10_000);
         plan.min_len = 20_000;
         let target = dir.path().join("card");
-        let err = write_image(plan, &mut File::create(&target).unwrap(), &target, &opts())
-            .unwrap_err();
+        let err =
+            write_image(plan, &mut File::create(&target).unwrap(), &target, &opts()).unwrap_err();
         assert!(err.to_string().contains("truncated"), "{err}");
     }
 
@@ -622,8 +608,7 @@ mod tests {
         let target = dir.path().join("card");
         let o = opts();
         o.interrupt.store(true, Ordering::Relaxed);
-        let err =
-            write_image(plan, &mut File::create(&target).unwrap(), &target, &o).unwrap_err();
+        let err = write_image(plan, &mut File::create(&target).unwrap(), &target, &o).unwrap_err();
         assert!(matches!(err, StreamError::Interrupted), "{err}");
     }
 

@@ -102,6 +102,16 @@ impl Fixture {
     }
 }
 
+/// Whether the fixture's `crl.pem` lists `serial` (read by openssl).
+pub fn crl_lists(f: &Fixture, serial: &str) -> bool {
+    let crl = image::run(
+        Command::new("openssl")
+            .args(["crl", "-noout", "-text", "-in"])
+            .arg(f.path("pki/crl.pem")),
+    );
+    crl.to_lowercase().contains(serial)
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "{}\nstdout:\n{}\nstderr:\n{}",

@@ -157,12 +157,7 @@ fn assert_failed_and_revoked(f: &Fixture, err: &str) {
     assert_eq!(flashes.len(), 1);
     assert_eq!(flashes[0]["result"], "failed");
     assert_eq!(flashes[0]["serial"], certs[0].0.as_str());
-    let crl = image::run(
-        std::process::Command::new("openssl")
-            .args(["crl", "-noout", "-text", "-in"])
-            .arg(f.path("pki/crl.pem")),
-    );
-    assert!(crl.to_lowercase().contains(&certs[0].0), "{crl}");
+    assert!(crate::crl_lists(f, &certs[0].0));
 }
 
 #[test]
