@@ -161,16 +161,104 @@ pub fn run_checks(config: &Config) -> Vec<CheckResult> {
     });
     match Profile::from_config(config, &creds) {
         Err(e) => out.push(result("broker reachable", Fail, e.to_string())),
-        Result::Ok(profile) if clock_ok => {
-            out.push(check_broker(profile.endpoint(), &creds));
-        }
-        Result::Ok(_) => out.push(result(
-            "broker reachable",
-            Warn,
-            "skipped: TLS cannot succeed with the clock before the certificate's start",
-        )),
+        Result::Ok(profile) => out.extend(profile_checks(&profile, &creds, clock_ok)),
     }
     out
+}
+
+/// What each profile adds: where it connects, and whether that works.
+fn profile_checks(profile: &Profile, creds: &Credentials, clock_ok: bool) -> Vec<CheckResult> {
+    use Verdict::*;
+    let reach = |name: &'static str, ep: &Endpoint| {
+        if clock_ok {
+            CheckResult {
+                name,
+                ..check_broker(ep, creds)
+            }
+        } else {
+            result(
+                name,
+                Warn,
+                "skipped: TLS cannot succeed with the clock before the certificate's start",
+            )
+        }
+    };
+    match profile {
+        Profile::Mqtt(p) => vec![reach("broker reachable", &p.endpoint)],
+        Profile::Aws(p) => {
+            let ep = &p.endpoint;
+            let mut v = vec![resolves("aws endpoint", &ep.host, ep.port)];
+            v.push(result(
+                "aws port",
+                Ok,
+                if ep.alpn.is_empty() {
+                    format!("{} (MQTT over TLS, no ALPN)", ep.port)
+                } else {
+                    format!(
+                        "{} with ALPN {}",
+                        ep.port,
+                        String::from_utf8_lossy(&ep.alpn[0])
+                    )
+                },
+            ));
+            if v[0].verdict == Ok {
+                v.push(reach("aws iot reachable", ep));
+            }
+            v
+        }
+        Profile::Azure(p) => {
+            let mut v = vec![match p.assignment() {
+                Some(a) => {
+                    let age = (unix_now() - a.registered_unix).max(0);
+                    result(
+                        "azure assignment",
+                        Ok,
+                        format!(
+                            "hub {} as {}, registered {} ({} days ago); cached in {}",
+                            a.assigned_hub,
+                            a.device_id,
+                            a.registered_at,
+                            age / 86_400,
+                            crate::transport::azure::ASSIGNMENT_FILE
+                        ),
+                    )
+                }
+                None => result(
+                    "azure assignment",
+                    Ok,
+                    "none cached yet: the device registers with DPS on its next connection",
+                ),
+            }];
+            let dps = p.dps_endpoint();
+            v.push(resolves("dps endpoint", &dps.host, dps.port));
+            if v[1].verdict == Ok {
+                v.push(reach("dps reachable", dps));
+            }
+            if p.assignment().is_some() {
+                v.push(reach("hub reachable", p.endpoint()));
+            }
+            v
+        }
+    }
+}
+
+/// Whether `host` resolves.
+fn resolves(name: &'static str, host: &str, port: u16) -> CheckResult {
+    match (host, port).to_socket_addrs() {
+        Ok(a) => {
+            let n = a.count();
+            if n == 0 {
+                result(name, Verdict::Fail, format!("{host} resolves to no address"))
+            } else {
+                result(name, Verdict::Ok, format!("{host} resolves ({n} address(es))"))
+            }
+        }
+        Err(e) => result(
+            name,
+            Verdict::Fail,
+            format!("cannot resolve {host}: {e} (check the name, DNS and the network)"),
+        ),
+    }
 }
 
 /// TCP connect, TLS handshake with the device certificate, and a short wait for the broker to
@@ -225,11 +313,28 @@ fn check_broker(ep: &Endpoint, creds: &Credentials) -> CheckResult {
         Err(e) => return fail(explain_tls(&at, ep, &e)),
         Ok(_) => {}
     }
+    let alpn = match (ep.alpn.first(), conn.alpn_protocol()) {
+        (None, _) => String::new(),
+        (Some(want), Some(got)) if want.as_slice() == got => {
+            format!(", ALPN {}", String::from_utf8_lossy(got))
+        }
+        (Some(want), got) => {
+            return result(
+                name,
+                Verdict::Fail,
+                format!(
+                    "{at} did not select ALPN {} (got {:?}): AWS IoT needs it on port 443",
+                    String::from_utf8_lossy(want),
+                    got.map(String::from_utf8_lossy)
+                ),
+            );
+        }
+    };
     result(
         name,
         Verdict::Ok,
         format!(
-            "TLS {:?} with {at}, broker certificate trusted, our certificate not refused",
+            "TLS {:?} with {at}{alpn}, server certificate trusted, our certificate not refused",
             conn.protocol_version()
                 .map(|v| format!("{v:?}"))
                 .unwrap_or_default()

@@ -129,6 +129,9 @@ struct RawAws {
     endpoint: Option<Spanned<String>>,
     port: Option<Spanned<u16>>,
     topic: Option<Spanned<String>>,
+    keep_alive: Option<Spanned<HumanDuration>>,
+    extra_ca_file: Option<Spanned<PathBuf>>,
+    jitp_retry: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -136,6 +139,12 @@ struct RawAws {
 struct RawAzure {
     id_scope: Option<Spanned<String>>,
     dps_host: Option<Spanned<String>>,
+    dps_port: Option<Spanned<u16>>,
+    hub_port: Option<Spanned<u16>>,
+    keep_alive: Option<Spanned<HumanDuration>>,
+    extra_ca_file: Option<Spanned<PathBuf>>,
+    registration_timeout: Option<Spanned<HumanDuration>>,
+    reregister_after: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,23 +335,41 @@ pub struct MqttConfig {
 }
 
 /// `[aws]`, read here and used by the aws profile.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AwsConfig {
-    /// The account's ATS data endpoint.
+    /// The account's ATS data endpoint (`aws iot describe-endpoint --endpoint-type iot:Data-ATS`).
     pub endpoint: Option<String>,
-    /// 8883, or 443 with ALPN.
-    pub port: Option<u16>,
+    /// 8883, or 443 with ALPN `x-amzn-mqtt-ca`.
+    pub port: u16,
     /// The topic template.
-    pub topic: Option<String>,
+    pub topic: String,
+    /// MQTT keep-alive, clamped to AWS's 30–1200 s by the profile.
+    pub keep_alive: Duration,
+    /// A CA trusted besides Amazon Root CA 1 and 3.
+    pub extra_ca_file: Option<PathBuf>,
+    /// Wait before reconnecting after JITP dropped the first connection.
+    pub jitp_retry: Duration,
 }
 
 /// `[azure]`, read here and used by the azure profile.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AzureConfig {
-    /// The DPS id scope.
+    /// The DPS ID scope (`az iot dps show --query properties.idScope`).
     pub id_scope: Option<String>,
     /// The DPS host.
-    pub dps_host: Option<String>,
+    pub dps_host: String,
+    /// The DPS MQTT port.
+    pub dps_port: u16,
+    /// The IoT hub's MQTT port.
+    pub hub_port: u16,
+    /// MQTT keep-alive (IoT Hub allows at most 1177 s).
+    pub keep_alive: Duration,
+    /// A CA trusted besides the three Azure roots.
+    pub extra_ca_file: Option<PathBuf>,
+    /// How long to wait for each DPS answer before giving up and backing off.
+    pub registration_timeout: Duration,
+    /// Register again when the assigned hub has been unreachable this long.
+    pub reregister_after: Duration,
 }
 
 /// `[spool]`.
@@ -461,15 +488,8 @@ impl Config {
             sensor,
             profile,
             mqtt: mqtt_config(layers)?,
-            aws: AwsConfig {
-                endpoint: pick(layers, |r| r.aws.as_ref()?.endpoint.as_ref()).map(|l| l.value),
-                port: pick(layers, |r| r.aws.as_ref()?.port.as_ref()).map(|l| l.value),
-                topic: pick(layers, |r| r.aws.as_ref()?.topic.as_ref()).map(|l| l.value),
-            },
-            azure: AzureConfig {
-                id_scope: pick(layers, |r| r.azure.as_ref()?.id_scope.as_ref()).map(|l| l.value),
-                dps_host: pick(layers, |r| r.azure.as_ref()?.dps_host.as_ref()).map(|l| l.value),
-            },
+            aws: aws_config(layers)?,
+            azure: azure_config(layers)?,
             spool,
             reconnect: ReconnectConfig {
                 base: base.value.0,
@@ -619,6 +639,130 @@ fn mqtt_config(layers: &[Layer]) -> Result<MqttConfig, ConfigError> {
         })?
         .value,
         in_flight: in_flight.value,
+    })
+}
+
+/// A host name as a TLS client sends it: no scheme, port, path or spaces.
+fn check_host(host: &Located<String>, field: &'static str, hint: &str) -> Result<(), ConfigError> {
+    if host.value.is_empty() || host.value.contains(['/', ' ', ':']) {
+        return Err(host.invalid(
+            field,
+            format!("{:?} is not a host name (no scheme, port or path): {hint}", host.value),
+        ));
+    }
+    Ok(())
+}
+
+fn nonzero_port(port: &Located<u16>, field: &'static str) -> Result<(), ConfigError> {
+    if port.value == 0 {
+        return Err(port.invalid(field, "0 is not a port; MQTT over TLS uses 8883"));
+    }
+    Ok(())
+}
+
+fn positive(d: &Located<HumanDuration>, field: &'static str) -> Result<Duration, ConfigError> {
+    if d.value.0.is_zero() {
+        return Err(d.invalid(field, "must be more than 0"));
+    }
+    Ok(d.value.0)
+}
+
+fn aws_config(layers: &[Layer]) -> Result<AwsConfig, ConfigError> {
+    let endpoint = pick(layers, |r| r.aws.as_ref()?.endpoint.as_ref());
+    if let Some(e) = &endpoint {
+        check_host(
+            e,
+            "aws.endpoint",
+            "use the value of `aws iot describe-endpoint --endpoint-type iot:Data-ATS`",
+        )?;
+    }
+    let port = pick_default(layers, "aws.port", |r| r.aws.as_ref()?.port.as_ref())?;
+    nonzero_port(&port, "aws.port")?;
+    let topic = pick_default(layers, "aws.topic", |r| r.aws.as_ref()?.topic.as_ref())?;
+    if topic.value.is_empty() || topic.value.contains(['+', '#']) || topic.value.starts_with('$')
+    {
+        return Err(topic.invalid(
+            "aws.topic",
+            format!(
+                "{:?} is not a topic to publish to (non-empty, no wildcards, no leading $)",
+                topic.value
+            ),
+        ));
+    }
+    let keep_alive = pick_default(layers, "aws.keep_alive", |r| {
+        r.aws.as_ref()?.keep_alive.as_ref()
+    })?;
+    let jitp_retry = pick_default(layers, "aws.jitp_retry", |r| {
+        r.aws.as_ref()?.jitp_retry.as_ref()
+    })?;
+    Ok(AwsConfig {
+        endpoint: endpoint.map(|e| e.value),
+        port: port.value,
+        topic: topic.value,
+        keep_alive: keep_alive.value.0,
+        extra_ca_file: pick(layers, |r| r.aws.as_ref()?.extra_ca_file.as_ref()).map(|l| l.value),
+        jitp_retry: positive(&jitp_retry, "aws.jitp_retry")?,
+    })
+}
+
+fn azure_config(layers: &[Layer]) -> Result<AzureConfig, ConfigError> {
+    let id_scope = pick(layers, |r| r.azure.as_ref()?.id_scope.as_ref());
+    if let Some(s) = &id_scope
+        && (s.value.is_empty() || !s.value.chars().all(|c| c.is_ascii_alphanumeric()))
+    {
+        return Err(s.invalid(
+            "azure.id_scope",
+            format!(
+                "{:?} is not an ID scope (letters and digits, like 0ne00000000: `az iot dps show --query properties.idScope`)",
+                s.value
+            ),
+        ));
+    }
+    let dps_host = pick_default(layers, "azure.dps_host", |r| {
+        r.azure.as_ref()?.dps_host.as_ref()
+    })?;
+    check_host(
+        &dps_host,
+        "azure.dps_host",
+        "the global endpoint is global.azure-devices-provisioning.net",
+    )?;
+    let dps_port = pick_default(layers, "azure.dps_port", |r| {
+        r.azure.as_ref()?.dps_port.as_ref()
+    })?;
+    nonzero_port(&dps_port, "azure.dps_port")?;
+    let hub_port = pick_default(layers, "azure.hub_port", |r| {
+        r.azure.as_ref()?.hub_port.as_ref()
+    })?;
+    nonzero_port(&hub_port, "azure.hub_port")?;
+    let keep_alive = pick_default(layers, "azure.keep_alive", |r| {
+        r.azure.as_ref()?.keep_alive.as_ref()
+    })?;
+    if keep_alive.value.0 < Duration::from_secs(5) || keep_alive.value.0 > Duration::from_secs(1177)
+    {
+        return Err(keep_alive.invalid(
+            "azure.keep_alive",
+            format!(
+                "{} is outside 5s..1177s (IoT Hub closes connections with a longer keep-alive)",
+                keep_alive.value
+            ),
+        ));
+    }
+    let timeout = pick_default(layers, "azure.registration_timeout", |r| {
+        r.azure.as_ref()?.registration_timeout.as_ref()
+    })?;
+    let reregister = pick_default(layers, "azure.reregister_after", |r| {
+        r.azure.as_ref()?.reregister_after.as_ref()
+    })?;
+    Ok(AzureConfig {
+        id_scope: id_scope.map(|s| s.value),
+        dps_host: dps_host.value,
+        dps_port: dps_port.value,
+        hub_port: hub_port.value,
+        keep_alive: keep_alive.value.0,
+        extra_ca_file: pick(layers, |r| r.azure.as_ref()?.extra_ca_file.as_ref())
+            .map(|l| l.value),
+        registration_timeout: positive(&timeout, "azure.registration_timeout")?,
+        reregister_after: positive(&reregister, "azure.reregister_after")?,
     })
 }
 

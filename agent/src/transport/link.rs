@@ -14,7 +14,7 @@ use rustls::ClientConfig;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::backoff::Backoff;
-use super::{FailureKind, Profile};
+use super::{Diagnosis, FailureKind, Profile};
 
 /// What the link tells the run loop.
 #[derive(Debug)]
@@ -54,7 +54,7 @@ pub async fn run(mut profile: Profile, opts: LinkOptions, tx: UnboundedSender<Li
     loop {
         if let Err(d) = profile.pre_connect().await {
             failures += 1;
-            let wait = backoff.next_delay();
+            let wait = wait_after(&d, &mut backoff);
             tracing::warn!(
                 "{} (attempt {failures}); retrying in {:.1}s",
                 d.message,
@@ -70,7 +70,7 @@ pub async fn run(mut profile: Profile, opts: LinkOptions, tx: UnboundedSender<Li
             .set_clean_session(ep.clean_session)
             .set_inflight(in_flight)
             .set_request_channel_capacity(usize::from(in_flight) + 8)
-            .set_max_packet_size(64 * 1024, 64 * 1024)
+            .set_max_packet_size(64 * 1024, ep.max_packet)
             .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
                 tls.clone(),
             )));
@@ -91,6 +91,7 @@ pub async fn run(mut profile: Profile, opts: LinkOptions, tx: UnboundedSender<Li
                         profile.name()
                     );
                     up_since = Some(Instant::now());
+                    profile.connected();
                     if tx.send(LinkEvent::Up(client.clone())).is_err() {
                         return;
                     }
@@ -121,7 +122,7 @@ pub async fn run(mut profile: Profile, opts: LinkOptions, tx: UnboundedSender<Li
         }
         failures += 1;
         let d = profile.diagnose(&err);
-        let wait = backoff.next_delay();
+        let wait = wait_after(&d, &mut backoff);
         let line = format!(
             "{} (attempt {failures}); retrying in {:.1}s",
             d.message,
@@ -140,5 +141,15 @@ pub async fn run(mut profile: Profile, opts: LinkOptions, tx: UnboundedSender<Li
         tracing::debug!("connection error detail: {err:?}");
         drop(eventloop);
         tokio::time::sleep(wait).await;
+    }
+}
+
+/// The wait before the next attempt: the profile's own for an expected failure (AWS JITP's
+/// first drop), otherwise the backoff, but never less than what the server asked for.
+fn wait_after(d: &Diagnosis, backoff: &mut Backoff) -> Duration {
+    match (d.kind, d.retry_after) {
+        (FailureKind::Expected, Some(w)) => w,
+        (_, Some(w)) => backoff.next_delay().max(w),
+        (_, None) => backoff.next_delay(),
     }
 }

@@ -5,12 +5,18 @@
 //! roots), which topic readings go to, and what a connection failure means; it may also run a
 //! registration step before connecting (Azure DPS). The link ([`link`]) owns the MQTT event loop
 //! and reports to the run loop; it is the same for every profile. `mqtt` is the generic profile;
-//! `aws` and `azure` plug in as further variants of [`Profile`].
+//! [`aws`] (AWS IoT Core with just-in-time provisioning) and [`azure`] (Device Provisioning
+//! Service, then IoT Hub) are the cloud profiles, trusting the compiled-in [`roots`].
 
+pub mod aws;
+pub mod azure;
 pub mod backoff;
 pub mod link;
 mod mqtt;
+pub mod roots;
 
+pub use aws::AwsProfile;
+pub use azure::AzureProfile;
 pub use mqtt::MqttProfile;
 
 use std::error::Error as StdError;
@@ -39,6 +45,14 @@ pub enum TransportError {
         "cloud.profile = \"{0}\" is not available in this build of autoprov-agent (use \"mqtt\")"
     )]
     Unsupported(&'static str),
+    /// The state directory could not be read or written (the Azure assignment cache).
+    #[error("{}: {source}", path.display())]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// rustls refused the client configuration.
     #[error("TLS client configuration: {0}")]
     Tls(#[from] rustls::Error),
@@ -72,6 +86,8 @@ pub struct Endpoint {
     pub server_roots: Vec<CertificateDer<'static>>,
     /// Where they came from, for messages.
     pub roots_file: PathBuf,
+    /// Largest MQTT packet the broker accepts from us.
+    pub max_packet: usize,
 }
 
 /// What a failed connection attempt means.
@@ -96,6 +112,9 @@ pub struct Diagnosis {
     pub kind: FailureKind,
     /// One line for the operator: what happened and what to check.
     pub message: String,
+    /// A wait the other side asked for (DPS `retry-after`) or the profile prescribes (after
+    /// AWS JITP's expected drop); the link waits at least this long.
+    pub retry_after: Option<Duration>,
 }
 
 /// A cloud profile.
@@ -103,6 +122,10 @@ pub struct Diagnosis {
 pub enum Profile {
     /// Any MQTT broker.
     Mqtt(MqttProfile),
+    /// AWS IoT Core.
+    Aws(AwsProfile),
+    /// Azure DPS, then IoT Hub.
+    Azure(Box<AzureProfile>),
 }
 
 impl Profile {
@@ -110,8 +133,10 @@ impl Profile {
     pub fn from_config(config: &Config, creds: &Credentials) -> Result<Self, TransportError> {
         match config.profile {
             ProfileKind::Mqtt => Ok(Self::Mqtt(MqttProfile::from_config(config, creds)?)),
-            ProfileKind::Aws => Err(TransportError::Unsupported("aws")),
-            ProfileKind::Azure => Err(TransportError::Unsupported("azure")),
+            ProfileKind::Aws => Ok(Self::Aws(AwsProfile::from_config(config)?)),
+            ProfileKind::Azure => Ok(Self::Azure(Box::new(AzureProfile::from_config(
+                config, creds,
+            )?))),
         }
     }
 
@@ -119,6 +144,8 @@ impl Profile {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Mqtt(_) => "mqtt",
+            Self::Aws(_) => "aws",
+            Self::Azure(_) => "azure",
         }
     }
 
@@ -126,6 +153,8 @@ impl Profile {
     pub fn endpoint(&self) -> &Endpoint {
         match self {
             Self::Mqtt(p) => &p.endpoint,
+            Self::Aws(p) => &p.endpoint,
+            Self::Azure(p) => p.endpoint(),
         }
     }
 
@@ -133,6 +162,8 @@ impl Profile {
     pub fn topic(&self) -> &str {
         match self {
             Self::Mqtt(p) => &p.topic,
+            Self::Aws(p) => &p.topic,
+            Self::Azure(p) => p.topic(),
         }
     }
 
@@ -140,13 +171,30 @@ impl Profile {
     pub async fn pre_connect(&mut self) -> Result<(), Diagnosis> {
         match self {
             Self::Mqtt(_) => Ok(()),
+            Self::Aws(p) => {
+                p.pre_connect().await;
+                Ok(())
+            }
+            Self::Azure(p) => p.pre_connect().await,
         }
     }
 
-    /// Explains a failed connection attempt.
-    pub fn diagnose(&self, err: &ConnectionError) -> Diagnosis {
+    /// The broker accepted the connection (CONNACK).
+    pub fn connected(&mut self) {
         match self {
-            Self::Mqtt(_) => diagnose_generic(self.endpoint(), err),
+            Self::Mqtt(_) => {}
+            Self::Aws(p) => p.connected(),
+            Self::Azure(p) => p.connected(),
+        }
+    }
+
+    /// Explains a failed connection attempt, and lets the profile react to it (AWS: JITP's
+    /// expected first drop; Azure: register again when the hub refuses the device).
+    pub fn diagnose(&mut self, err: &ConnectionError) -> Diagnosis {
+        match self {
+            Self::Mqtt(p) => diagnose_generic(&p.endpoint, err),
+            Self::Aws(p) => p.diagnose(err),
+            Self::Azure(p) => p.diagnose(err),
         }
     }
 }
@@ -230,7 +278,57 @@ pub fn diagnose_generic(endpoint: &Endpoint, err: &ConnectionError) -> Diagnosis
             format!("cannot reach the broker at {at}: {e}"),
         ),
     };
-    Diagnosis { kind, message }
+    Diagnosis {
+        kind,
+        message,
+        retry_after: None,
+    }
+}
+
+/// Whether the connection was closed under us without a TLS or MQTT error: what AWS IoT does
+/// to the first connection of a device it provisions just in time.
+pub fn closed_by_peer(err: &ConnectionError) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    if rustls_error(err).is_some() {
+        return false;
+    }
+    let io_closed = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            ConnectionAborted | ConnectionReset | UnexpectedEof | BrokenPipe
+        )
+    };
+    match err {
+        ConnectionError::MqttState(rumqttc::StateError::ConnectionAborted) => true,
+        ConnectionError::MqttState(rumqttc::StateError::Io(e)) | ConnectionError::Io(e) => {
+            io_closed(e)
+        }
+        _ => false,
+    }
+}
+
+/// The compiled-in `roots` plus the certificates of `extra` (the documented extra-CA option).
+/// Returns the roots and a description of where they came from, for messages.
+pub fn cloud_roots(
+    roots: &[roots::TrustRoot],
+    extra: Option<&std::path::Path>,
+    field: &'static str,
+) -> Result<(Vec<CertificateDer<'static>>, PathBuf), TransportError> {
+    let mut ders = roots::ders(roots);
+    let mut described = format!("the compiled-in roots ({})", roots::names(roots));
+    if let Some(file) = extra {
+        let pem = std::fs::read(file).map_err(|source| crate::credentials::CredentialsError::Read {
+            file: file.to_owned(),
+            source,
+            hint: match field {
+                "aws.extra_ca_file" => " (aws.extra_ca_file: a CA trusted besides Amazon's roots)",
+                _ => " (azure.extra_ca_file: a CA trusted besides Azure's roots)",
+            },
+        })?;
+        ders.extend(crate::credentials::parse_certs(&pem, file)?);
+        described.push_str(&format!(" and {}", file.display()));
+    }
+    Ok((ders, PathBuf::from(described)))
 }
 
 fn is_cert_alert(alert: AlertDescription) -> bool {

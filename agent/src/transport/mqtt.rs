@@ -41,6 +41,7 @@ impl MqttProfile {
                 clean_session: config.mqtt.clean_session,
                 server_roots,
                 roots_file,
+                max_packet: 64 * 1024,
             },
         })
     }
