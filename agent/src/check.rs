@@ -248,9 +248,17 @@ fn resolves(name: &'static str, host: &str, port: u16) -> CheckResult {
         Ok(a) => {
             let n = a.count();
             if n == 0 {
-                result(name, Verdict::Fail, format!("{host} resolves to no address"))
+                result(
+                    name,
+                    Verdict::Fail,
+                    format!("{host} resolves to no address"),
+                )
             } else {
-                result(name, Verdict::Ok, format!("{host} resolves ({n} address(es))"))
+                result(
+                    name,
+                    Verdict::Ok,
+                    format!("{host} resolves ({n} address(es))"),
+                )
             }
         }
         Err(e) => result(

@@ -647,7 +647,10 @@ fn check_host(host: &Located<String>, field: &'static str, hint: &str) -> Result
     if host.value.is_empty() || host.value.contains(['/', ' ', ':']) {
         return Err(host.invalid(
             field,
-            format!("{:?} is not a host name (no scheme, port or path): {hint}", host.value),
+            format!(
+                "{:?} is not a host name (no scheme, port or path): {hint}",
+                host.value
+            ),
         ));
     }
     Ok(())
@@ -679,8 +682,7 @@ fn aws_config(layers: &[Layer]) -> Result<AwsConfig, ConfigError> {
     let port = pick_default(layers, "aws.port", |r| r.aws.as_ref()?.port.as_ref())?;
     nonzero_port(&port, "aws.port")?;
     let topic = pick_default(layers, "aws.topic", |r| r.aws.as_ref()?.topic.as_ref())?;
-    if topic.value.is_empty() || topic.value.contains(['+', '#']) || topic.value.starts_with('$')
-    {
+    if topic.value.is_empty() || topic.value.contains(['+', '#']) || topic.value.starts_with('$') {
         return Err(topic.invalid(
             "aws.topic",
             format!(
@@ -759,8 +761,7 @@ fn azure_config(layers: &[Layer]) -> Result<AzureConfig, ConfigError> {
         dps_port: dps_port.value,
         hub_port: hub_port.value,
         keep_alive: keep_alive.value.0,
-        extra_ca_file: pick(layers, |r| r.azure.as_ref()?.extra_ca_file.as_ref())
-            .map(|l| l.value),
+        extra_ca_file: pick(layers, |r| r.azure.as_ref()?.extra_ca_file.as_ref()).map(|l| l.value),
         registration_timeout: positive(&timeout, "azure.registration_timeout")?,
         reregister_after: positive(&reregister, "azure.reregister_after")?,
     })

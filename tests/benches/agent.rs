@@ -232,6 +232,7 @@ fn bare_rumqttc(broker: &Mosquitto, bundle: &autoprov_bundle::Bundle) -> f64 {
         clean_session: true,
         server_roots: creds.ca.clone(),
         roots_file: "ca.crt".into(),
+        max_packet: 64 * 1024,
     };
     let tls: Arc<rustls::ClientConfig> = client_config(&ep, &creds).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -9,13 +9,18 @@
 //! - [`bins`]: where the workspace's binaries are (`AUTOPROV_BIN_DIR` overrides).
 //! - [`image`]: SD card images built like nixpkgs' sd-image, with sfdisk, mkfs.vfat, mkfs.ext4
 //!   and zstd, and the third-party readers (fsck.fat, mcopy) results are checked with.
+//! - [`jitp`]: a stand-in for AWS IoT Core's front with just-in-time provisioning, before Mosquitto.
+//! - [`dps`]: a stand-in for Azure's Device Provisioning Service on Mosquitto, and the IoT hub's
+//!   topic layout and ACL.
 //!
 //! Every fixture lives in its own temporary directory and keeps its logs there, so a failing
 //! assertion can show what the broker or the agent said.
 
 pub mod agent;
 pub mod bins;
+pub mod dps;
 pub mod image;
+pub mod jitp;
 pub mod mosquitto;
 pub mod pki;
 
@@ -33,4 +38,16 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Asserts that `seqs` (sorted, distinct) is exactly 1..=max.
+pub fn assert_contiguous_from_one(seqs: &[u64], context: &str) {
+    let max = seqs.last().copied().unwrap_or(0);
+    let missing: Vec<u64> = (1..=max)
+        .filter(|s| seqs.binary_search(s).is_err())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "gaps in the received seqs (max {max}): missing {missing:?}\n{context}"
+    );
 }

@@ -63,9 +63,7 @@ impl AwsProfile {
                 .join(", "),
             hint: "set [aws] endpoint to the output of `aws iot describe-endpoint --endpoint-type iot:Data-ATS` (autoprov aws setup's setup.sh prints it)",
         })?;
-        let keep_alive = aws
-            .keep_alive
-            .clamp(KEEP_ALIVE_RANGE.0, KEEP_ALIVE_RANGE.1);
+        let keep_alive = aws.keep_alive.clamp(KEEP_ALIVE_RANGE.0, KEEP_ALIVE_RANGE.1);
         if keep_alive != aws.keep_alive {
             tracing::warn!(
                 "aws.keep_alive {:?} is outside AWS IoT's 30s..1200s: using {:?}",
@@ -73,8 +71,11 @@ impl AwsProfile {
                 keep_alive
             );
         }
-        let (server_roots, roots_file) =
-            cloud_roots(&roots::AWS, aws.extra_ca_file.as_deref(), "aws.extra_ca_file")?;
+        let (server_roots, roots_file) = cloud_roots(
+            &roots::AWS,
+            aws.extra_ca_file.as_deref(),
+            "aws.extra_ca_file",
+        )?;
         Ok(Self {
             topic: aws.topic.replace("{device_id}", &device_id),
             endpoint: Endpoint {
@@ -112,10 +113,7 @@ impl AwsProfile {
     /// The connection was accepted.
     pub fn connected(&mut self) {
         if !self.connected_once {
-            tracing::info!(
-                "AWS IoT accepted {} (thing {0})",
-                self.endpoint.client_id
-            );
+            tracing::info!("AWS IoT accepted {} (thing {0})", self.endpoint.client_id);
         }
         self.connected_once = true;
     }
@@ -195,6 +193,10 @@ mod tests {
         assert_eq!(first.retry_after, Some(Duration::from_millis(250)));
         let second = p.diagnose(&drop());
         assert_eq!(second.kind, FailureKind::NotAuthorized);
-        assert!(second.message.contains("auto-registration"), "{}", second.message);
+        assert!(
+            second.message.contains("auto-registration"),
+            "{}",
+            second.message
+        );
     }
 }

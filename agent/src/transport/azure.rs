@@ -40,8 +40,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::{
-    Diagnosis, Endpoint, FailureKind, TransportError, client_config, cloud_roots,
-    diagnose_generic, roots,
+    Diagnosis, Endpoint, FailureKind, TransportError, client_config, cloud_roots, diagnose_generic,
+    roots,
 };
 use crate::clock::{rfc3339, unix_now};
 use crate::config::{AzureConfig, Config, ConfigError};
@@ -293,11 +293,7 @@ impl AzureProfile {
             // Still usable now; the next start registers again.
             tracing::warn!("the assignment could not be cached: {e}");
         }
-        tracing::info!(
-            "DPS assigned {} to IoT hub {}",
-            a.device_id,
-            a.assigned_hub
-        );
+        tracing::info!("DPS assigned {} to IoT hub {}", a.device_id, a.assigned_hub);
         self.assign(a);
         Ok(())
     }
@@ -394,9 +390,7 @@ impl AzureProfile {
         let silent = |p: &Self, what: &str| {
             p.dps_error(
                 FailureKind::Unreachable,
-                format!(
-                    "no {what} within azure.registration_timeout ({timeout:?}); backing off"
-                ),
+                format!("no {what} within azure.registration_timeout ({timeout:?}); backing off"),
                 None,
             )
         };
@@ -486,7 +480,9 @@ impl AzureProfile {
                     if polls > MAX_POLLS {
                         return Err(self.dps_error(
                             FailureKind::Unreachable,
-                            format!("still {state:?} after {MAX_POLLS} status requests; backing off"),
+                            format!(
+                                "still {state:?} after {MAX_POLLS} status requests; backing off"
+                            ),
                             None,
                         ));
                     }
@@ -514,7 +510,10 @@ impl AzureProfile {
                     let wait = answer.retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
                     return Err(self.dps_error(
                         FailureKind::Unreachable,
-                        format!("throttled (429: {}); backing off at least {wait:?}", reason(&answer.body)),
+                        format!(
+                            "throttled (429: {}); backing off at least {wait:?}",
+                            reason(&answer.body)
+                        ),
                         Some(wait),
                     ));
                 }
@@ -540,7 +539,12 @@ impl AzureProfile {
         }
     }
 
-    async fn send(&self, client: &AsyncClient, topic: String, body: String) -> Result<(), Diagnosis> {
+    async fn send(
+        &self,
+        client: &AsyncClient,
+        topic: String,
+        body: String,
+    ) -> Result<(), Diagnosis> {
         client
             .publish(topic, QoS::AtLeastOnce, false, body)
             .await
@@ -555,10 +559,8 @@ impl AzureProfile {
 
     fn assigned(&self, body: &Value) -> Result<Assignment, Diagnosis> {
         let state = &body["registrationState"];
-        let (Some(hub), Some(device)) = (
-            state["assignedHub"].as_str(),
-            state["deviceId"].as_str(),
-        ) else {
+        let (Some(hub), Some(device)) = (state["assignedHub"].as_str(), state["deviceId"].as_str())
+        else {
             return Err(self.dps_error(
                 FailureKind::Unreachable,
                 "answered assigned without registrationState.assignedHub and .deviceId".into(),
@@ -660,8 +662,12 @@ mod tests {
     fn reasons_come_from_errors_and_failed_states() {
         let failed = serde_json::json!({"status": "failed", "registrationState": {"errorCode": 400209, "errorMessage": "Custom allocation failed"}});
         assert_eq!(reason(&failed), "error 400209, Custom allocation failed");
-        let throttled = serde_json::json!({"errorCode": 429001, "message": "Operations are being throttled"});
-        assert_eq!(reason(&throttled), "error 429001, Operations are being throttled");
+        let throttled =
+            serde_json::json!({"errorCode": 429001, "message": "Operations are being throttled"});
+        assert_eq!(
+            reason(&throttled),
+            "error 429001, Operations are being throttled"
+        );
     }
 
     #[test]

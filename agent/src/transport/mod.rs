@@ -251,7 +251,7 @@ pub fn diagnose_generic(endpoint: &Endpoint, err: &ConnectionError) -> Diagnosis
             FailureKind::ServerUntrusted,
             format!(
                 "the broker at {at} presented a certificate that does not verify against {} ({why:?}): \
-                 set mqtt.ca_file to the CA that signed the broker's certificate, and mqtt.host to a name in it",
+                 trust the CA that signed it (mqtt.ca_file, or aws.extra_ca_file / azure.extra_ca_file for the cloud profiles) and connect to a name it holds",
                 endpoint.roots_file.display()
             ),
         ),
@@ -317,14 +317,17 @@ pub fn cloud_roots(
     let mut ders = roots::ders(roots);
     let mut described = format!("the compiled-in roots ({})", roots::names(roots));
     if let Some(file) = extra {
-        let pem = std::fs::read(file).map_err(|source| crate::credentials::CredentialsError::Read {
-            file: file.to_owned(),
-            source,
-            hint: match field {
-                "aws.extra_ca_file" => " (aws.extra_ca_file: a CA trusted besides Amazon's roots)",
-                _ => " (azure.extra_ca_file: a CA trusted besides Azure's roots)",
-            },
-        })?;
+        let pem =
+            std::fs::read(file).map_err(|source| crate::credentials::CredentialsError::Read {
+                file: file.to_owned(),
+                source,
+                hint: match field {
+                    "aws.extra_ca_file" => {
+                        " (aws.extra_ca_file: a CA trusted besides Amazon's roots)"
+                    }
+                    _ => " (azure.extra_ca_file: a CA trusted besides Azure's roots)",
+                },
+            })?;
         ders.extend(crate::credentials::parse_certs(&pem, file)?);
         described.push_str(&format!(" and {}", file.display()));
     }

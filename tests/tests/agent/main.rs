@@ -45,14 +45,4 @@ pub fn setup(extra: &str) -> Setup {
     }
 }
 
-/// Asserts that `seqs` (sorted, distinct) is exactly 1..=max.
-pub fn assert_contiguous_from_one(seqs: &[u64], context: &str) {
-    let max = seqs.last().copied().unwrap_or(0);
-    let missing: Vec<u64> = (1..=max)
-        .filter(|s| seqs.binary_search(s).is_err())
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "gaps in the received seqs (max {max}): missing {missing:?}\n{context}"
-    );
-}
+pub use autoprov_tests::assert_contiguous_from_one;

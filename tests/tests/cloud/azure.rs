@@ -1,0 +1,288 @@
+//! The `azure` profile against the DPS stand-in and a hub with Azure's topic layout.
+
+use std::time::Duration;
+
+use autoprov_tests::agent::AgentEnv;
+use autoprov_tests::dps::{Behaviour, DPS_ACL, DpsService, SERVICE_IDENTITY, hub_acl};
+use autoprov_tests::mosquitto::{BrokerOptions, Mosquitto, OBSERVER, Subscriber};
+use autoprov_tests::pki::{ServerTls, TestPki};
+use autoprov_tests::{assert_contiguous_from_one, wait_until};
+
+use super::{DEVICE, device};
+
+const TOPIC: &str = "devices/sensor-007/messages/events/$.ct=application%2Fjson&$.ce=utf-8";
+
+struct Azure {
+    server: ServerTls,
+    _trust: tempfile::TempDir,
+    dps: Mosquitto,
+    service: DpsService,
+    hub: Mosquitto,
+    sub: Subscriber,
+    env: AgentEnv,
+}
+
+fn assign() -> Behaviour {
+    Behaviour::Assign {
+        hub: "localhost".into(),
+        polls: 1,
+        retry_after: 1,
+    }
+}
+
+fn azure(behaviour: Behaviour, extra: &str) -> Azure {
+    let mut pki = TestPki::new("Test Fleet");
+    let server = pki.server();
+    let dps = Mosquitto::start(
+        &server,
+        &BrokerOptions {
+            acl: DPS_ACL.into(),
+            ..BrokerOptions::default()
+        },
+    );
+    let service = DpsService::start(
+        &dps,
+        &pki.device(SERVICE_IDENTITY, Default::default()),
+        behaviour,
+    );
+    let hub = Mosquitto::start(
+        &server,
+        &BrokerOptions {
+            acl: hub_acl(),
+            ..BrokerOptions::default()
+        },
+    );
+    let sub = Subscriber::start(&hub, &pki.device(OBSERVER, Default::default()), "devices/#");
+    // The fixtures' CA, for the documented extra-CA option (the hub's own copy is changed below).
+    let trust = tempfile::tempdir().unwrap();
+    let ca = trust.path().join("fixture-ca.crt");
+    std::fs::write(&ca, &server.ca_pem).unwrap();
+    let cfg = format!(
+        "[cloud]\nprofile = \"azure\"\n[azure]\nid_scope = \"0ne00FIXTURE\"\ndps_host = \"localhost\"\ndps_port = {}\nhub_port = {}\nextra_ca_file = \"{}\"\n{}{extra}",
+        dps.port(),
+        hub.port(),
+        ca.display(),
+        if extra.contains("registration_timeout") {
+            ""
+        } else {
+            "registration_timeout = \"2s\"\n"
+        }
+    );
+    let env = device(&mut pki, &cfg);
+    Azure {
+        server,
+        _trust: trust,
+        dps,
+        service,
+        hub,
+        sub,
+        env,
+    }
+}
+
+fn cached(env: &AgentEnv) -> serde_json::Value {
+    let text = std::fs::read_to_string(env.state().join("azure-assignment.json"))
+        .expect("azure-assignment.json");
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn fresh_device_registers_then_publishes_to_its_hub_and_restarts_from_the_cache_without_dps() {
+    let mut z = azure(assign(), "");
+    let mut agent = z.env.spawn();
+    let got = wait_until(Duration::from_secs(20), || z.sub.seqs().len() >= 20);
+    let status = agent.terminate(Duration::from_secs(10));
+    assert!(got, "agent:\n{}\ndps:\n{}", agent.log(), z.dps.log());
+    assert!(status.success());
+
+    let regs = z.service.registrations();
+    let polls = z.service.polls();
+    assert_eq!(regs.len(), 1, "{regs:#?}");
+    assert_eq!(
+        regs[0].payload,
+        format!("{{\"registrationId\":\"{DEVICE}\"}}")
+    );
+    assert!(regs[0].topic.contains("/?$rid="), "{}", regs[0].topic);
+    assert_eq!(polls.len(), 1, "{polls:#?}");
+    assert!(
+        polls[0]
+            .topic
+            .contains("&operationId=4.fixture1.sensor-007")
+    );
+    // retry-after: 1 was honoured before asking for the status.
+    assert!(polls[0].at - regs[0].at >= Duration::from_millis(950));
+    let a = cached(&z.env);
+    assert_eq!(a["assigned_hub"], "localhost");
+    assert_eq!(a["device_id"], DEVICE);
+    assert_eq!(a["id_scope"], "0ne00FIXTURE");
+    for (topic, v) in z.sub.messages() {
+        assert_eq!(topic, TOPIC);
+        assert_eq!(v["device_id"], DEVICE);
+    }
+    let before = z.sub.seqs().len();
+
+    // DPS gone: a registered device starts and publishes from its cache.
+    z.dps.kill();
+    let mut agent = z.env.spawn();
+    let more = wait_until(Duration::from_secs(20), || {
+        z.sub.seqs().len() >= before + 20
+    });
+    let status = agent.terminate(Duration::from_secs(10));
+    let log = agent.log();
+    assert!(more && status.success(), "{log}");
+    assert!(!log.contains("registering"), "{log}");
+    assert_eq!(z.service.registrations().len(), 1);
+    assert_contiguous_from_one(&z.sub.seqs(), &log);
+}
+
+#[test]
+fn a_hub_that_refuses_the_device_sends_it_back_to_dps() {
+    let mut z = azure(assign(), "");
+    let mut agent = z.env.spawn();
+    assert!(wait_until(Duration::from_secs(20), || z.sub.seqs().len() >= 5));
+    assert!(agent.terminate(Duration::from_secs(10)).success());
+    assert_eq!(z.service.registrations().len(), 1);
+
+    // The hub stops trusting the fleet's CA (the device was moved, or disabled there).
+    let other = TestPki::new("Other Fleet").server();
+    std::fs::write(z.hub.ca_file(), &other.ca_pem).unwrap();
+    z.hub.restart();
+    let mut agent = z.env.spawn();
+    let back = wait_until(Duration::from_secs(20), || {
+        z.service.registrations().len() >= 2
+    });
+    let log = agent.log();
+    assert!(back, "{log}\nhub:\n{}", z.hub.log());
+    assert!(
+        log.contains("the assigned hub refused the device: registering with DPS again"),
+        "{log}"
+    );
+
+    // The hub takes the device again: readings spooled meanwhile arrive, none lost.
+    std::fs::write(z.hub.ca_file(), &z.server.ca_pem).unwrap();
+    let before = z.sub.seqs().len();
+    z.hub.restart();
+    let more = wait_until(Duration::from_secs(30), || {
+        z.sub.seqs().len() >= before + 20
+    });
+    let status = agent.terminate(Duration::from_secs(10));
+    assert!(more && status.success(), "{}", agent.log());
+    assert_contiguous_from_one(&z.sub.seqs(), &agent.log());
+}
+
+#[test]
+fn a_hub_unreachable_beyond_reregister_after_sends_the_device_back_to_dps() {
+    let mut z = azure(assign(), "reregister_after = \"1500ms\"\n");
+    let mut agent = z.env.spawn();
+    assert!(wait_until(Duration::from_secs(20), || z.sub.seqs().len() >= 5));
+    // Stopped cleanly: a killed Mosquitto may lose what it acknowledged but had not yet saved,
+    // which would be the broker's loss, not the agent's.
+    z.hub.stop();
+    let back = wait_until(Duration::from_secs(15), || {
+        z.service.registrations().len() >= 2
+    });
+    let log = agent.log();
+    assert!(back, "{log}");
+    assert!(
+        log.contains("unreachable for more than azure.reregister_after"),
+        "{log}"
+    );
+    z.hub.start_again();
+    let before = z.sub.seqs().len();
+    let more = wait_until(Duration::from_secs(30), || {
+        z.sub.seqs().len() >= before + 20
+    });
+    let status = agent.terminate(Duration::from_secs(10));
+    assert!(more && status.success(), "{}", agent.log());
+    assert_contiguous_from_one(&z.sub.seqs(), &agent.log());
+}
+
+#[test]
+fn dps_throttling_is_honoured_then_the_device_is_assigned() {
+    let z = azure(
+        Behaviour::Throttle {
+            times: 2,
+            retry_after: 1,
+            hub: "localhost".into(),
+        },
+        "",
+    );
+    let mut agent = z.env.spawn();
+    let got = wait_until(Duration::from_secs(20), || z.sub.seqs().len() >= 10);
+    let status = agent.terminate(Duration::from_secs(10));
+    let log = agent.log();
+    assert!(got && status.success(), "{log}");
+    let regs = z.service.registrations();
+    assert_eq!(regs.len(), 3, "{regs:#?}");
+    for w in regs.windows(2) {
+        let gap = w[1].at - w[0].at;
+        assert!(
+            gap >= Duration::from_millis(950),
+            "retry-after 1 not honoured: {gap:?}"
+        );
+    }
+    assert!(log.contains("throttled (429: error 429001"), "{log}");
+    assert_contiguous_from_one(&z.sub.seqs(), &log);
+}
+
+/// Runs the agent for `secs` against a DPS that never assigns; returns its log and the
+/// registration attempts, then lets DPS assign and checks that nothing spooled was lost.
+fn refused_then_assigned(z: &Azure, secs: u64) -> (String, usize) {
+    let mut agent = z.env.spawn();
+    std::thread::sleep(Duration::from_secs(secs));
+    let log = agent.log();
+    let attempts = z.service.registrations().len();
+    assert!(z.sub.seqs().is_empty(), "nothing can reach a hub yet");
+    z.service.set_behaviour(assign());
+    let got = wait_until(Duration::from_secs(30), || z.sub.seqs().len() >= 40);
+    let status = agent.terminate(Duration::from_secs(10));
+    assert!(got && status.success(), "{}", agent.log());
+    // Readings taken while DPS refused were spooled and arrive from seq 1.
+    assert_contiguous_from_one(&z.sub.seqs(), &agent.log());
+    (log, attempts)
+}
+
+#[test]
+fn a_failed_registration_ends_with_dps_reason_and_backs_off() {
+    let z = azure(Behaviour::Failed, "");
+    let (log, attempts) = refused_then_assigned(&z, 4);
+    assert!(
+        log.contains("registration failed: error 400209, Custom allocation failed"),
+        "{log}"
+    );
+    // Each attempt waits DPS's retry-after (1 s) and then the backoff: a handful, not a storm.
+    assert!(
+        (2..=4).contains(&attempts),
+        "{attempts} attempts in 4 s\n{log}"
+    );
+}
+
+#[test]
+fn a_disabled_enrollment_ends_with_a_clear_error_and_backs_off() {
+    let z = azure(Behaviour::Disabled, "");
+    let (log, attempts) = refused_then_assigned(&z, 4);
+    assert!(
+        log.contains("the enrollment of this device is disabled in DPS"),
+        "{log}"
+    );
+    assert!(
+        (2..=4).contains(&attempts),
+        "{attempts} attempts in 4 s\n{log}"
+    );
+}
+
+#[test]
+fn a_dps_that_never_answers_times_out_and_backs_off() {
+    let z = azure(Behaviour::Silent, "registration_timeout = \"300ms\"\n");
+    let (log, attempts) = refused_then_assigned(&z, 4);
+    assert!(
+        log.contains("no answer to the registration within azure.registration_timeout (300ms)"),
+        "{log}"
+    );
+    // Without backoff a 300 ms timeout would allow 13 attempts in 4 s.
+    assert!(
+        (2..=9).contains(&attempts),
+        "{attempts} attempts in 4 s\n{log}"
+    );
+    assert!(log.contains("(attempt 3)"), "{log}");
+}
