@@ -82,6 +82,21 @@ pub struct Assignment {
     pub registered_unix: i64,
 }
 
+/// The DPS user name: `{idScope}/registrations/{registrationId}/api-version=2019-03-31`.
+pub fn dps_username(id_scope: &str, registration_id: &str) -> String {
+    format!("{id_scope}/registrations/{registration_id}/api-version={DPS_API_VERSION}")
+}
+
+/// The IoT Hub user name: `{hub}/{deviceId}/?api-version=2021-04-12`.
+pub fn hub_username(hub: &str, device_id: &str) -> String {
+    format!("{hub}/{device_id}/?api-version={HUB_API_VERSION}")
+}
+
+/// The telemetry topic: `devices/{deviceId}/messages/events/` and the JSON property bag.
+pub fn telemetry_topic(device_id: &str) -> String {
+    format!("devices/{device_id}/messages/events/{JSON_PROPERTIES}")
+}
+
 /// The cache file in `state_dir`.
 pub fn assignment_path(state_dir: &Path) -> PathBuf {
     state_dir.join(ASSIGNMENT_FILE)
@@ -177,9 +192,7 @@ impl AzureProfile {
             host: cfg.dps_host.clone(),
             port: cfg.dps_port,
             client_id: device_id.clone(),
-            username: Some(format!(
-                "{id_scope}/registrations/{device_id}/api-version={DPS_API_VERSION}"
-            )),
+            username: Some(dps_username(&id_scope, &device_id)),
             alpn: Vec::new(),
             keep_alive: Duration::from_secs(60),
             clean_session: true,
@@ -197,7 +210,7 @@ impl AzureProfile {
             ..dps.clone()
         };
         let mut profile = Self {
-            topic: format!("devices/{device_id}/messages/events/{JSON_PROPERTIES}"),
+            topic: telemetry_topic(&device_id),
             cfg,
             id_scope,
             device_id,
@@ -248,10 +261,7 @@ impl AzureProfile {
     fn assign(&mut self, a: Assignment) {
         self.hub.host = a.assigned_hub.clone();
         self.hub.client_id = a.device_id.clone();
-        self.hub.username = Some(format!(
-            "{}/{}/?api-version={HUB_API_VERSION}",
-            a.assigned_hub, a.device_id
-        ));
+        self.hub.username = Some(hub_username(&a.assigned_hub, &a.device_id));
         self.assignment = Some(a);
         self.unreachable_since = None;
     }
@@ -641,6 +651,22 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_names_and_topic_follow_the_documented_api_versions() {
+        assert_eq!(
+            dps_username("0ne00000A0A", "sensor-7"),
+            "0ne00000A0A/registrations/sensor-7/api-version=2019-03-31"
+        );
+        assert_eq!(
+            hub_username("h.azure-devices.net", "sensor-7"),
+            "h.azure-devices.net/sensor-7/?api-version=2021-04-12"
+        );
+        assert_eq!(
+            telemetry_topic("sensor-7"),
+            "devices/sensor-7/messages/events/$.ct=application%2Fjson&$.ce=utf-8"
+        );
+    }
 
     #[test]
     fn answers_are_parsed_with_rid_and_retry_after() {

@@ -120,6 +120,18 @@ fn fresh_device_registers_then_publishes_to_its_hub_and_restarts_from_the_cache_
         assert_eq!(v["device_id"], DEVICE);
     }
     let before = z.sub.seqs().len();
+    let check = z.env.command(&["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{text}");
+    for line in ["azure assignment", "dps reachable", "hub reachable"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("ok") && l.contains(line)),
+            "{line}:\n{text}"
+        );
+    }
+    assert!(text.contains("hub localhost as sensor-007"), "{text}");
+    assert!(text.contains("(0 days ago)"), "{text}");
 
     // DPS gone: a registered device starts and publishes from its cache.
     z.dps.kill();
