@@ -127,8 +127,7 @@ impl AwsProfile {
                 return Diagnosis {
                     kind: FailureKind::Expected,
                     message: format!(
-                        "AWS IoT closed the first connection of {id}: just-in-time provisioning creates the thing {id} and activates its certificate, then drops it; reconnecting in {:?}",
-                        self.jitp_retry
+                        "AWS IoT closed the first connection of {id}, as just-in-time provisioning does once it has created the thing {id} and activated its certificate; reconnecting (at most one CONNECT a second)"
                     ),
                     retry_after: Some(self.jitp_retry),
                 };
