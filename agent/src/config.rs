@@ -521,6 +521,15 @@ impl Config {
             })
     }
 
+    /// The error for a required `field` no file sets, with what to do.
+    pub fn missing(&self, field: &'static str, hint: &'static str) -> ConfigError {
+        ConfigError::Missing {
+            field,
+            files: self.source_list(),
+            hint,
+        }
+    }
+
     fn source_list(&self) -> String {
         self.sources
             .iter()

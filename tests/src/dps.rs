@@ -29,10 +29,9 @@ use rumqttc::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rumqttc::tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde_json::json;
-use tokio::sync::oneshot;
 
 use crate::mosquitto::{Mosquitto, OBSERVER};
-use crate::wait_until;
+use crate::{Background, wait_until};
 
 /// The CN of the service client that plays DPS.
 pub const SERVICE_IDENTITY: &str = "dps-service";
@@ -103,8 +102,7 @@ struct State {
 pub struct DpsService {
     state: Arc<Mutex<State>>,
     behaviour: Arc<Mutex<Behaviour>>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _task: Background,
 }
 
 impl DpsService {
@@ -134,54 +132,47 @@ impl DpsService {
             )));
         let state = Arc::new(Mutex::new(State::default()));
         let behaviour = Arc::new(Mutex::new(behaviour));
-        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let subscribed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (st, bh, sub) = (state.clone(), behaviour.clone(), subscribed.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let (client, mut eventloop) = AsyncClient::new(options, 100);
-                loop {
-                    let ev = tokio::select! {
-                        _ = &mut stop_rx => break,
-                        ev = eventloop.poll() => ev,
-                    };
-                    match ev {
-                        Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                            let _ = client
-                                .subscribe("$dps/registrations/PUT/#", QoS::AtLeastOnce)
-                                .await;
-                            let _ = client
-                                .subscribe("$dps/registrations/GET/#", QoS::AtLeastOnce)
-                                .await;
-                        }
-                        Ok(Event::Incoming(Packet::SubAck(_))) => {
-                            sub.store(true, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        Ok(Event::Incoming(Packet::Publish(p))) => {
-                            let payload = String::from_utf8_lossy(&p.payload).into_owned();
-                            let b = bh.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                            let answer = {
-                                let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
-                                s.requests.push(Request {
-                                    at: Instant::now(),
-                                    topic: p.topic.clone(),
-                                    payload: payload.clone(),
-                                });
-                                answer(&mut s, &b, &p.topic, &payload)
-                            };
-                            if let Some((topic, body)) = answer {
-                                let _ = client.publish(topic, QoS::AtLeastOnce, false, body).await;
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        let task = Background::spawn(move |mut stop| async move {
+            let (client, mut eventloop) = AsyncClient::new(options, 100);
+            loop {
+                let ev = tokio::select! {
+                    _ = &mut stop => break,
+                    ev = eventloop.poll() => ev,
+                };
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = client
+                            .subscribe("$dps/registrations/PUT/#", QoS::AtLeastOnce)
+                            .await;
+                        let _ = client
+                            .subscribe("$dps/registrations/GET/#", QoS::AtLeastOnce)
+                            .await;
                     }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        sub.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let payload = String::from_utf8_lossy(&p.payload).into_owned();
+                        let b = bh.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                        let answer = {
+                            let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
+                            s.requests.push(Request {
+                                at: Instant::now(),
+                                topic: p.topic.clone(),
+                                payload: payload.clone(),
+                            });
+                            answer(&mut s, &b, &p.topic, &payload)
+                        };
+                        if let Some((topic, body)) = answer {
+                            let _ = client.publish(topic, QoS::AtLeastOnce, false, body).await;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
-            });
+            }
         });
         let up = wait_until(Duration::from_secs(10), || {
             subscribed.load(std::sync::atomic::Ordering::Relaxed)
@@ -190,8 +181,7 @@ impl DpsService {
         Self {
             state,
             behaviour,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            _task: task,
         }
     }
 
@@ -229,17 +219,6 @@ impl DpsService {
                     .starts_with("$dps/registrations/GET/iotdps-get-operationstatus/")
             })
             .collect()
-    }
-}
-
-impl Drop for DpsService {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

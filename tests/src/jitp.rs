@@ -30,8 +30,8 @@ use rumqttc::tokio_rustls::rustls::server::WebPkiClientVerifier;
 use rumqttc::tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use rumqttc::tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
+use crate::Background;
 use crate::mosquitto::Mosquitto;
 use crate::pki::ServerTls;
 
@@ -94,8 +94,7 @@ pub struct JitpFront {
     port: u16,
     state: Arc<Mutex<State>>,
     mode: Arc<Mutex<FrontMode>>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _task: Background,
 }
 
 fn certs(pem: &str) -> Vec<CertificateDer<'static>> {
@@ -113,6 +112,19 @@ impl JitpFront {
     /// certificates verified against `registered_ca_pem`, forwarding to `upstream` as
     /// `identity` (a bundle whose CN is [`FRONT_IDENTITY`]).
     pub fn start(
+        registered_ca_pem: &str,
+        server: &ServerTls,
+        upstream: &Mosquitto,
+        identity: &Bundle,
+        mode: FrontMode,
+    ) -> Self {
+        Self::start_on(0, registered_ca_pem, server, upstream, identity, mode)
+    }
+
+    /// Like [`JitpFront::start`] on a given loopback port (0: any free one). AWS's port 443
+    /// needs root; panics naming the port if it cannot be bound.
+    pub fn start_on(
+        port: u16,
         registered_ca_pem: &str,
         server: &ServerTls,
         upstream: &Mosquitto,
@@ -149,48 +161,42 @@ impl JitpFront {
             .with_client_auth_cert(id_chain, id_key)
             .expect("client config");
 
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| {
+            panic!("cannot listen on 127.0.0.1:{port}: {e} (ports below 1024 need root)")
+        });
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
         let state = Arc::new(Mutex::new(State::default()));
         let mode = Arc::new(Mutex::new(mode));
-        let (stop_tx, mut stop_rx) = oneshot::channel();
         let upstream_port = upstream.port();
         let (st, md) = (state.clone(), mode.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let acceptor = TlsAcceptor::from(Arc::new(server_config));
-                let connector = TlsConnector::from(Arc::new(client_config));
-                loop {
-                    tokio::select! {
-                        _ = &mut stop_rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((tcp, _)) = accepted else { continue };
-                            let mode = *md.lock().unwrap_or_else(|e| e.into_inner());
-                            tokio::spawn(serve(
-                                tcp,
-                                acceptor.clone(),
-                                connector.clone(),
-                                upstream_port,
-                                st.clone(),
-                                mode,
-                            ));
-                        }
+        let task = Background::spawn(move |mut stop| async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let acceptor = TlsAcceptor::from(Arc::new(server_config));
+            let connector = TlsConnector::from(Arc::new(client_config));
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    accepted = listener.accept() => {
+                        let Ok((tcp, _)) = accepted else { continue };
+                        let mode = *md.lock().unwrap_or_else(|e| e.into_inner());
+                        tokio::spawn(serve(
+                            tcp,
+                            acceptor.clone(),
+                            connector.clone(),
+                            upstream_port,
+                            st.clone(),
+                            mode,
+                        ));
                     }
                 }
-            });
+            }
         });
         Self {
             port,
             state,
             mode,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            _task: task,
         }
     }
 
@@ -211,17 +217,6 @@ impl JitpFront {
     /// Changes what the front does with new connections.
     pub fn set_mode(&self, mode: FrontMode) {
         *self.mode.lock().unwrap_or_else(|e| e.into_inner()) = mode;
-    }
-}
-
-impl Drop for JitpFront {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -24,7 +24,51 @@ pub mod jitp;
 pub mod mosquitto;
 pub mod pki;
 
+use std::future::Future;
 use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+/// A task on a tokio current-thread runtime of its own thread, told to stop (through the
+/// receiver it is given) and joined when this is dropped. The fixtures that speak TLS and MQTT
+/// themselves (the JITP front, the DPS service) run in one.
+pub struct Background {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Runs `task(stop)` until it returns; it should return soon after `stop` fires.
+    pub fn spawn<F, Fut>(task: F) -> Self
+    where
+        F: FnOnce(oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        let (tx, rx) = oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            rt.block_on(task(rx));
+        });
+        Self {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes; returns whether it held.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {

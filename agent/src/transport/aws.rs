@@ -23,7 +23,7 @@ use super::{
     Diagnosis, Endpoint, FailureKind, TransportError, closed_by_peer, cloud_roots,
     diagnose_generic, roots,
 };
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 
 /// The ALPN protocol AWS IoT expects for MQTT with client certificates on port 443.
 pub const ALPN_MQTT_CA: &[u8] = b"x-amzn-mqtt-ca";
@@ -53,15 +53,11 @@ impl AwsProfile {
     pub fn from_config(config: &Config) -> Result<Self, TransportError> {
         let device_id = config.require_device_id()?.to_string();
         let aws = &config.aws;
-        let host = aws.endpoint.clone().ok_or_else(|| ConfigError::Missing {
-            field: "aws.endpoint",
-            files: config
-                .sources
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            hint: "set [aws] endpoint to the output of `aws iot describe-endpoint --endpoint-type iot:Data-ATS` (autoprov aws setup's setup.sh prints it)",
+        let host = aws.endpoint.clone().ok_or_else(|| {
+            config.missing(
+                "aws.endpoint",
+                "set [aws] endpoint to the output of `aws iot describe-endpoint --endpoint-type iot:Data-ATS` (autoprov aws setup's setup.sh prints it)",
+            )
         })?;
         let keep_alive = aws.keep_alive.clamp(KEEP_ALIVE_RANGE.0, KEEP_ALIVE_RANGE.1);
         if keep_alive != aws.keep_alive {

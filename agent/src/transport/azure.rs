@@ -44,7 +44,7 @@ use super::{
     roots,
 };
 use crate::clock::{rfc3339, unix_now};
-use crate::config::{AzureConfig, Config, ConfigError};
+use crate::config::{AzureConfig, Config};
 use crate::credentials::Credentials;
 
 /// The DPS MQTT API version this profile speaks.
@@ -173,15 +173,11 @@ impl AzureProfile {
     pub fn from_config(config: &Config, creds: &Credentials) -> Result<Self, TransportError> {
         let device_id = config.require_device_id()?.to_string();
         let cfg = config.azure.clone();
-        let id_scope = cfg.id_scope.clone().ok_or_else(|| ConfigError::Missing {
-            field: "azure.id_scope",
-            files: config
-                .sources
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            hint: "set [azure] id_scope to the DPS ID scope (`az iot dps show --query properties.idScope`; autoprov azure setup's setup.sh prints it)",
+        let id_scope = cfg.id_scope.clone().ok_or_else(|| {
+            config.missing(
+                "azure.id_scope",
+                "set [azure] id_scope to the DPS ID scope (`az iot dps show --query properties.idScope`; autoprov azure setup's setup.sh prints it)",
+            )
         })?;
         let (server_roots, roots_file) = cloud_roots(
             &roots::AZURE,

@@ -19,6 +19,10 @@ struct Aws {
 }
 
 fn aws(mode: FrontMode) -> Aws {
+    aws_on(0, mode)
+}
+
+fn aws_on(port: u16, mode: FrontMode) -> Aws {
     let mut pki = TestPki::new("Test Fleet");
     let server = pki.server();
     let broker = Mosquitto::start(
@@ -32,7 +36,7 @@ fn aws(mode: FrontMode) -> Aws {
     // What `autoprov aws setup` registers: the CA that signs devices.
     let registered = std::fs::read_to_string(pki.dir().join("issuing.crt")).unwrap();
     let identity = pki.device(FRONT_IDENTITY, Default::default());
-    let front = JitpFront::start(&registered, &server, &broker, &identity, mode);
+    let front = JitpFront::start_on(port, &registered, &server, &broker, &identity, mode);
     Aws {
         pki,
         broker,
@@ -161,4 +165,34 @@ fn check_reports_the_endpoint_and_the_port() {
         );
     }
     assert!(text.contains(&format!("{} (MQTT over TLS, no ALPN)", a.front.port())));
+}
+
+/// Binds 127.0.0.1:443 like AWS's HTTPS port, so it needs root (as CI and the development
+/// machines run); it fails, naming the port, where that is not possible.
+#[test]
+fn port_443_offers_alpn_x_amzn_mqtt_ca_and_check_shows_it() {
+    let mut a = aws_on(443, FrontMode::Jitp);
+    let cfg = config(&a);
+    let env = device(&mut a.pki, &cfg);
+    let mut agent = env.spawn();
+    let got = wait_until(Duration::from_secs(20), || a.sub.seqs().len() >= 5);
+    let status = agent.terminate(Duration::from_secs(10));
+    assert!(got && status.success(), "{}", agent.log());
+    let conns = a.front.connections();
+    assert!(conns.len() >= 2, "{conns:#?}");
+    for c in &conns {
+        assert_eq!(
+            c.alpn.as_deref(),
+            Some(b"x-amzn-mqtt-ca".as_slice()),
+            "{c:#?}"
+        );
+    }
+    let out = env.command(&["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("443 with ALPN x-amzn-mqtt-ca"), "{text}");
+    assert!(
+        text.contains("ALPN x-amzn-mqtt-ca, server certificate trusted"),
+        "{text}"
+    );
 }
