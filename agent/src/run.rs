@@ -7,6 +7,7 @@
 //! SIGTERM the loop stops reading, waits briefly for in-flight acknowledgements and exits 0.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,6 +75,30 @@ impl RunError {
 
 /// Runs the agent until SIGTERM or SIGINT.
 pub fn run(config: &Config) -> Result<(), RunError> {
+    start(config, || {
+        let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Runtime)?;
+        let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Runtime)?;
+        Ok(async move {
+            tokio::select! {
+                _ = sigterm.recv() => {}
+                _ = sigint.recv() => {}
+            }
+        })
+    })
+}
+
+/// Runs the agent until `shutdown` completes, then stops as on SIGTERM. Installs no signal
+/// handler, so several agents can run in one process (`autoprov demo`), each on its own thread.
+pub fn run_until(config: &Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    start(config, || Ok(shutdown))
+}
+
+/// Checks and opens everything, then runs the loop on a current-thread runtime until the
+/// future `shutdown` makes (inside the runtime, so it may register signal handlers) completes.
+fn start<F: Future<Output = ()>>(
+    config: &Config,
+    shutdown: impl FnOnce() -> Result<F, RunError>,
+) -> Result<(), RunError> {
     let device_id = config.require_device_id()?.clone();
     let creds = Credentials::load(&config.state_dir)?;
     creds.check_key_matches()?;
@@ -93,12 +118,17 @@ pub fn run(config: &Config) -> Result<(), RunError> {
         .enable_time()
         .build()
         .map_err(RunError::Runtime)?;
+    let shutdown = {
+        let _context = runtime.enter();
+        shutdown()?
+    };
     runtime.block_on(run_loop(
         config,
         device_id.to_string(),
         profile,
         tls,
         sensor,
+        shutdown,
     ))
 }
 
@@ -174,9 +204,9 @@ async fn run_loop(
     profile: Profile,
     tls: Arc<rustls::ClientConfig>,
     sensor: Box<dyn sensor::Sensor>,
+    shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Runtime)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Runtime)?;
+    let mut shutdown = std::pin::pin!(shutdown);
     let spool_dir = config.state_dir.join(SPOOL_DIR);
     let mut spool = Spool::open(
         &spool_dir,
@@ -237,8 +267,7 @@ async fn run_loop(
         }
         let sync_at = spool.sync_due().map(tokio::time::Instant::from_std);
         tokio::select! {
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
+            _ = &mut shutdown => break,
             Some(ev) = link_rx.recv() => {
                 handle_link_event(ev, &mut client, &mut spool, &mut flight, &mut counters)?;
             }

@@ -31,6 +31,7 @@ pub mod ca;
 pub mod cli;
 pub mod cloud;
 pub mod crl;
+pub mod demo;
 pub mod flash;
 pub mod fsutil;
 pub mod inventory;
@@ -104,6 +105,9 @@ pub enum Error {
     /// The CA recorded in the inventory does not match the files (e.g. issuing files deleted).
     #[error("{0}")]
     Mismatch(String),
+    /// `autoprov demo`.
+    #[error(transparent)]
+    Demo(#[from] demo::DemoError),
 }
 
 impl Error {
@@ -134,6 +138,7 @@ impl Error {
             Error::Bundle(_) | Error::Fs(_) | Error::Sign(_) => 1,
             Error::Cloud(e) => e.exit_code(),
             Error::Flash(e) => e.exit_code(),
+            Error::Demo(e) => e.exit_code(),
         }
     }
 }

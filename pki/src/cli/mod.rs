@@ -7,6 +7,7 @@ mod aws;
 mod azure;
 mod ca;
 mod certs;
+mod demo;
 mod flash;
 mod output;
 mod passphrase;
@@ -139,6 +140,16 @@ changed, flushes and verifies them; the root partition (spool, seq) is untouched
   autoprov flashes
   autoprov flashes sensor-007 --json")]
     Flashes(flash::FlashesArgs),
+    /// The whole flow on this machine: CA, broker, devices, rogue card, rotation (no hardware,
+    /// no cloud).
+    #[command(after_help = "Examples:
+  autoprov demo
+  autoprov demo --devices 5 --duration 1m --keep demo-run
+
+A temporary CA, an embedded MQTT broker with mutual TLS on 127.0.0.1, and N simulated devices
+provisioned through real bundles and running the agent's own code; a card from another CA is
+refused, one certificate is rotated and the old one revoked. Exit 0 when every check passed.")]
+    Demo(demo::DemoArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -168,6 +179,7 @@ pub fn run(cli: &Cli) -> Result<(), Error> {
         Command::Flash(args) => flash::flash(cli, args),
         Command::Inject(args) => flash::inject(cli, args),
         Command::Flashes(args) => flash::flashes(cli, args),
+        Command::Demo(args) => demo::demo(args),
     }
 }
 

@@ -4,6 +4,7 @@
 mod ca;
 mod cloud;
 mod concurrency;
+mod demo;
 mod errors;
 mod issue;
 mod lifecycle;
