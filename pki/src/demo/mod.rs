@@ -16,6 +16,7 @@
 //! `state/`) and `agents.log`.
 
 pub mod broker;
+mod device;
 mod screen;
 
 use std::collections::BTreeMap;
@@ -26,17 +27,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use autoprov_agent::config::Config;
-use autoprov_agent::import::{ImportOptions, ImportOutcome, import};
-use autoprov_agent::run::{RunError, run_until};
+use autoprov_agent::import::ImportOutcome;
 use autoprov_bundle::DeviceId;
-use tokio::sync::oneshot;
 
 use crate::{InitOptions, IssueOptions, Issued, Pki};
 use broker::{Broker, BrokerError, BrokerEvent, BrokerTls};
+use device::{AgentThread, Device};
 use screen::Screen;
 
 /// What the demo does and how long.
@@ -175,63 +173,6 @@ pub struct Rotation {
     pub first_new_seq: Option<u64>,
 }
 
-/// A device agent running `run_until` on its own thread.
-struct AgentThread {
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<Result<(), RunError>>>,
-}
-
-impl AgentThread {
-    fn start(name: &str, config: Config, log: &tracing::Dispatch) -> Result<Self, DemoError> {
-        let (tx, rx) = oneshot::channel::<()>();
-        let log = log.clone();
-        let span_name = name.to_owned();
-        let thread = std::thread::Builder::new()
-            .name(format!("agent {name}"))
-            .spawn(move || {
-                tracing::dispatcher::with_default(&log, || {
-                    tracing::info_span!("agent", device = %span_name).in_scope(|| {
-                        run_until(&config, async move {
-                            let _ = rx.await;
-                        })
-                    })
-                })
-            })
-            .map_err(|e| DemoError::Device {
-                device: name.to_owned(),
-                why: format!("cannot start its thread: {e}"),
-            })?;
-        Ok(Self {
-            stop: Some(tx),
-            thread: Some(thread),
-        })
-    }
-
-    /// Tells it to stop, without waiting.
-    fn signal(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-
-    /// Stops it as SIGTERM would (acknowledgements awaited, spool and seq persisted) and
-    /// returns the error it stopped with, if any.
-    fn stop(&mut self) -> Option<String> {
-        self.signal();
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(Err(e))) => Some(e.to_string()),
-            Some(Err(_)) => Some("its thread panicked".into()),
-            _ => None,
-        }
-    }
-}
-
-impl Drop for AgentThread {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// The working directory: kept, or removed at the end.
 enum WorkDir {
     Kept(PathBuf),
@@ -244,94 +185,6 @@ impl WorkDir {
             Self::Kept(p) => p,
             Self::Temporary(t) => t.path(),
         }
-    }
-}
-
-/// One simulated device: its card, its state, its configuration.
-struct Device {
-    id: DeviceId,
-    card: PathBuf,
-    dir: PathBuf,
-}
-
-impl Device {
-    fn new(work: &Path, id: DeviceId) -> Self {
-        Self {
-            card: work.join("cards").join(id.as_str()),
-            dir: work.join("devices").join(id.as_str()),
-            id,
-        }
-    }
-
-    fn state(&self) -> PathBuf {
-        self.dir.join("state")
-    }
-
-    fn config_file(&self) -> PathBuf {
-        self.dir.join("agent.toml")
-    }
-
-    /// Writes `agent.toml` (what the image would ship) for the broker at `port`; the broker's
-    /// certificate is checked against `broker_ca` if given, else the bundle's `ca.crt`.
-    fn configure(
-        &self,
-        port: u16,
-        interval: Duration,
-        seed: u64,
-        broker_ca: Option<&Path>,
-    ) -> Result<(), DemoError> {
-        fs::create_dir_all(&self.dir).map_err(io_at(&self.dir))?;
-        let mut table = toml::toml! {
-                [state]
-                dir = (self.state().display().to_string())
-
-                [sensor]
-                kind = "simulated"
-                interval = (format!("{}ms", interval.as_millis()))
-                seed = (seed as i64)
-
-                [mqtt]
-                host = "127.0.0.1"
-                port = (i64::from(port))
-
-                [reconnect]
-                base = "200ms"
-                cap = "2s"
-        };
-        if let (Some(ca), Some(toml::Value::Table(mqtt))) = (broker_ca, table.get_mut("mqtt")) {
-            mqtt.insert("ca_file".into(), ca.display().to_string().into());
-        }
-        let text = format!(
-            "# The image's agent.toml for this simulated device (device.id comes from the bundle).\n{}",
-            toml::to_string(&table).map_err(|e| DemoError::Device {
-                device: self.id.to_string(),
-                why: format!("agent.toml: {e}"),
-            })?
-        );
-        let path = self.config_file();
-        fs::write(&path, text).map_err(io_at(&path))
-    }
-
-    /// `autoprov-agent import --from card --to state/credentials`, through the agent's library.
-    fn import(&self) -> Result<ImportOutcome, DemoError> {
-        import(&ImportOptions {
-            from: self.card.clone(),
-            to: self.state().join("credentials"),
-            keep_source: false,
-            owner: None,
-        })
-        .map_err(|e| DemoError::Device {
-            device: self.id.to_string(),
-            why: format!("import: {e}"),
-        })
-    }
-
-    fn start(&self, log: &tracing::Dispatch, label: &str) -> Result<AgentThread, DemoError> {
-        let config = Config::load(&self.config_file()).map_err(|e| DemoError::Device {
-            device: self.id.to_string(),
-            why: e.to_string(),
-        })?;
-        AgentThread::start(label, config, log)
     }
 }
 
