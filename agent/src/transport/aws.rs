@@ -120,12 +120,16 @@ impl AwsProfile {
             let id = &self.endpoint.client_id;
             if !self.jitp_drop_seen {
                 self.jitp_drop_seen = true;
+                // The wait the log announces is the one that happens: the CONNECT gate included.
+                let gate = self.last_connect.map_or(Duration::ZERO, |t| {
+                    (t + MIN_CONNECT_INTERVAL).saturating_duration_since(Instant::now())
+                });
                 return Diagnosis {
                     kind: FailureKind::Expected,
                     message: format!(
                         "AWS IoT closed the first connection of {id}, as just-in-time provisioning does once it has created the thing {id} and activated its certificate; reconnecting (at most one CONNECT a second)"
                     ),
-                    retry_after: Some(self.jitp_retry),
+                    retry_after: Some(self.jitp_retry.max(gate)),
                 };
             }
             return Diagnosis {

@@ -24,3 +24,32 @@ pub fn device(pki: &mut TestPki, extra: &str) -> AgentEnv {
     env.configure(None, extra);
     env
 }
+
+/// `run` with `extra` as configuration must exit 2 naming `field` and what to do.
+pub fn refuses_config(extra: &str, field: &str, hint: &str) {
+    let mut pki = TestPki::new("Test Fleet");
+    let env = device(&mut pki, extra);
+    let out = env.command(&["run"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(field) && err.contains(hint), "{err}");
+}
+
+#[test]
+fn a_cloud_profile_without_its_endpoint_is_a_configuration_error_naming_the_key() {
+    refuses_config(
+        "[cloud]\nprofile = \"aws\"\n",
+        "aws.endpoint",
+        "aws iot describe-endpoint",
+    );
+    refuses_config(
+        "[cloud]\nprofile = \"azure\"\n",
+        "azure.id_scope",
+        "az iot dps show",
+    );
+    refuses_config(
+        "[cloud]\nprofile = \"azure\"\n[azure]\nid_scope = \"0ne00X\"\nkeep_alive = \"30m\"\n",
+        "azure.keep_alive",
+        "1177s",
+    );
+}
