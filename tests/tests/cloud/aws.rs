@@ -93,6 +93,18 @@ fn jitp_first_connect_drop_is_retried_and_readings_arrive_with_contiguous_seq() 
     for (topic, _) in a.sub.messages() {
         assert_eq!(topic, format!("dt/{DEVICE}/telemetry"));
     }
+
+    // A restart: the thing exists, so the first connection goes straight through.
+    let before = (a.sub.seqs().len(), a.front.connections().len());
+    let mut agent = env.spawn();
+    let more = wait_until(Duration::from_secs(20), || {
+        a.sub.seqs().len() >= before.0 + 20
+    });
+    let status = agent.terminate(Duration::from_secs(10));
+    assert!(more && status.success(), "{}", agent.log());
+    let later = &a.front.connections()[before.1..];
+    assert_eq!(later[0].outcome, Outcome::Forwarded, "{later:#?}");
+    assert!(!agent.log().contains("just-in-time provisioning"));
     assert_contiguous_from_one(&a.sub.seqs(), &log);
 }
 
