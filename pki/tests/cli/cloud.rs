@@ -304,6 +304,36 @@ fn aws_sni_only_mode_registers_without_a_verification_certificate() {
 }
 
 #[test]
+fn aws_default_mode_without_a_code_leaves_the_proof_to_the_script_and_the_stack_parameter() {
+    let f = Fleet::with_ca(&["--single-tier"]);
+    let dir = aws_setup(&f, "aws", &["--account-id", ACCOUNT]);
+    assert!(!dir.join("verification-certificate.pem").exists());
+    // Single tier: the root signs devices, so the root is registered.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ca-certificate.pem")).unwrap(),
+        std::fs::read_to_string(f.pki().join("root.crt")).unwrap()
+    );
+    let cfn = read_yaml(&dir.join("cloudformation.yaml"));
+    assert_eq!(
+        cfn["Parameters"]["VerificationCertificatePem"]["Type"],
+        "String"
+    );
+    assert_eq!(
+        cfn["Resources"]["FleetCa"]["Properties"]["VerificationCertificatePem"]["Ref"],
+        "VerificationCertificatePem"
+    );
+    let script = std::fs::read_to_string(dir.join("setup.sh")).unwrap();
+    let pki = std::path::absolute(f.pki()).unwrap();
+    assert!(
+        script.contains(&format!(
+            "\"${{AUTOPROV:-autoprov}}\" --pki-dir {} ca verification-cert --code \"$code\"",
+            pki.display()
+        )),
+        "{script}"
+    );
+}
+
+#[test]
 fn setup_scripts_are_bash_n_clean_executable_and_hold_no_secret() {
     let f = Fleet::with_ca(&[]);
     let aws = aws_setup(&f, "aws", &["--account-id", ACCOUNT]);
