@@ -44,7 +44,7 @@ fn populate(dest: &Path, sources: &[&str], limit: u64) -> (u64, u64) {
         .collect();
     stack.reverse();
     while let Some((src, dst)) = stack.pop() {
-        if bytes >= limit {
+        if bytes + MIB >= limit {
             break;
         }
         let Ok(meta) = fs::symlink_metadata(&src) else {
@@ -60,7 +60,8 @@ fn populate(dest: &Path, sources: &[&str], limit: u64) -> (u64, u64) {
             for name in entries.into_iter().rev() {
                 stack.push((src.join(&name), dst.join(&name)));
             }
-        } else if meta.is_file() && fs::hard_link(&src, &dst).is_ok() {
+        } else if meta.is_file() && bytes + meta.len() <= limit && fs::hard_link(&src, &dst).is_ok()
+        {
             bytes += meta.len();
             files += 1;
         }
