@@ -385,10 +385,8 @@ fn write_image_with(
             Ok(())
         });
         drop(mark_tx);
-        let synced = syncer
-            .join()
-            .unwrap_or_else(|_| Err(StreamError::Interrupted));
-        let verified = verifier.map(|v| v.join().unwrap_or_else(|_| Err(StreamError::Interrupted)));
+        let synced = syncer.join().unwrap_or(Err(StreamError::Interrupted));
+        let verified = verifier.map(|v| v.join().unwrap_or(Err(StreamError::Interrupted)));
         (finished.map(|()| hashes), synced, verified)
     });
     drop(head);
