@@ -891,7 +891,7 @@ impl Prepared {
         let mut opts = stream::Options {
             verify: true,
             progress: common.progress,
-            sync_every: capacity.map(|_| SYNC_EVERY),
+            flush_windows: capacity.is_some(),
             capacity,
             interrupt: common.interrupt.clone(),
         };
@@ -988,10 +988,6 @@ impl Prepared {
         Ok(outcome)
     }
 }
-
-/// fsync a block device every this many bytes, so its progress bar follows the card rather than
-/// the page cache.
-const SYNC_EVERY: u64 = 32 << 20;
 
 enum Done {
     Flash(Written),

@@ -154,9 +154,9 @@ pub struct Options {
     pub verify: bool,
     /// Draw progress bars on stderr (they stay hidden anyway when stderr is not a terminal).
     pub progress: bool,
-    /// fsync every this many bytes, so that a block device's progress follows the device and not
-    /// the page cache.
-    pub sync_every: Option<u64>,
+    /// `fdatasync` after every window (32 MiB), so that the progress of a slow card follows the
+    /// card and not the page cache, and dirty memory stays bounded. For block devices.
+    pub flush_windows: bool,
     /// Size of the target, when bounded (a block device).
     pub capacity: Option<u64>,
     /// Set by a signal handler to stop between chunks.
@@ -203,19 +203,19 @@ fn bar(total: Option<u64>, prefix: &'static str, enabled: bool) -> ProgressBar {
     pb
 }
 
-/// Durable-and-verified progress is tracked in windows of this many bytes: each is flushed with
-/// `fdatasync` by the syncer thread while the writer goes on, then read back by the verifier.
+/// Progress is tracked in windows of this many bytes: each, once written, is flushed by the
+/// syncer thread (block devices) and read back by the verifier while the writer goes on.
 const WINDOW: u64 = 32 << 20;
 
 /// Writes the whole image to `target` (opened for writing at offset 0), flushes it, and verifies
 /// it if asked. `target_path` is used to reopen it for the read-back and in messages.
 ///
 /// Four threads make a pipeline: the decoder (read, SHA-256, decompress, BLAKE3), the writer, the
-/// syncer (`fdatasync` after every 32 MiB written, so the device is busy from the start rather
-/// than when the page cache is flushed at the end, and the progress bar shows what is on the
-/// device, not in memory), and the verifier (reads back, with `O_DIRECT`, each window once it is
-/// durable). Writing and reading back overlap; what verification adds at the end is the last
-/// window.
+/// syncer (for a block device, `fdatasync` after every 32 MiB window, so that the progress bar
+/// shows what is on the card rather than in memory), and the verifier, which reads each window
+/// back with `O_DIRECT` as soon as it is written — such a read first writes the window's dirty
+/// pages to the device, then reads the device. Writing and reading back overlap; the final
+/// `fsync` makes it all durable, and what verification adds after it is the last window.
 pub fn write_image(
     plan: Plan,
     target: &mut File,
@@ -288,6 +288,11 @@ fn write_image_with(
         let syncer_pb = pb.clone();
         let syncer = s.spawn(move || -> Result<(), StreamError> {
             for mark in mark_rx {
+                if !opts.flush_windows {
+                    syncer_pb.set_position(mark);
+                    let _ = durable_tx.send(mark);
+                    continue;
+                }
                 if let Err(source) = file.sync_data() {
                     failed.store(true, Ordering::Relaxed);
                     return Err(StreamError::Sync {
@@ -511,8 +516,10 @@ impl<'a> Verifier<'a> {
             return Ok(());
         }
         if self.method == ReadBack::DroppedCache {
-            // Clean (flushed) pages are dropped, so the read below goes to the device.
+            // Only clean pages can be dropped: flush, drop, and the read below goes to the
+            // device. (An O_DIRECT read flushes the dirty pages of its range by itself.)
             let from = self.pos - self.pos % ALIGN as u64;
+            self.file.sync_data().map_err(|e| self.err(from, e))?;
             rustix::fs::fadvise(
                 &self.file,
                 from,
@@ -662,7 +669,7 @@ mod tests {
         Options {
             verify: true,
             progress: false,
-            sync_every: None,
+            flush_windows: false,
             capacity: None,
             interrupt: Arc::new(AtomicBool::new(false)),
         }
@@ -727,11 +734,15 @@ mod tests {
     #[test]
     fn a_stream_of_several_windows_is_verified_with_either_method() {
         let dir = tempfile::tempdir().unwrap();
-        for direct in [true, false] {
+        for (direct, flush_windows) in [(true, false), (false, false), (true, true)] {
             let (data, plan) = plan(dir.path(), 2 * WINDOW as usize + 3 * CHUNK + 513);
             let target = dir.path().join("card");
             let mut f = File::create(&target).unwrap();
-            let w = write_image_with(plan, &mut f, &target, &opts(), direct).unwrap();
+            let o = Options {
+                flush_windows,
+                ..opts()
+            };
+            let w = write_image_with(plan, &mut f, &target, &o, direct).unwrap();
             let method = if direct {
                 ReadBack::Direct
             } else {
