@@ -1,7 +1,8 @@
 //! The `aws` profile: AWS IoT Core, devices provisioned just in time (JITP).
 //!
-//! What AWS IoT requires and this profile does (PROTOCOLS.md, "AWS IoT Core"; AWS IoT developer
-//! guide `jit-provisioning`, `protocols`, `mqtt`, `server-authentication`, `iot-quotas`):
+//! What AWS IoT requires and this profile does, speaking MQTT 3.1.1 (PROTOCOLS.md, "AWS IoT
+//! Core"; AWS IoT developer guide `jit-provisioning`, `protocols`, `mqtt`,
+//! `server-authentication`, `iot-quotas`):
 //!
 //! - client id = thing name = device id (the certificate CN): the device policy written by
 //!   `autoprov aws setup` uses `${iot:Connection.Thing.ThingName}`, which resolves only then;
