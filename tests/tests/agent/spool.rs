@@ -87,6 +87,12 @@ fn full_spool_drops_the_oldest_and_counts_them() {
         .map(|p| fs::metadata(p).unwrap().len())
         .sum();
     assert!(size <= 64 * 1024, "spool is {size} bytes");
+    // Drain at a pace the spool can keep up with: at 2 ms a reading a loaded machine fills it
+    // faster than it drains, and the spool rightly keeps dropping while the backlog goes out.
+    s.env.dropin(
+        "50-small.toml",
+        "[spool]\nmax_size = \"64KiB\"\n[sensor]\ninterval = \"100ms\"\n",
+    );
     s.broker.start_again();
     let mut agent = s.env.spawn();
     assert!(wait_until(Duration::from_secs(20), || s.sub.seqs().len() >= 400));
