@@ -117,6 +117,42 @@ fn aws_setup_files_parse_and_the_template_round_trips_through_the_registration_c
 }
 
 #[test]
+fn aws_cloudformation_stacks_pass_cfn_lint_in_every_mode() {
+    let f = Fleet::with_ca(&[]);
+    let variants: [(&str, &[&str]); 3] = [
+        (
+            "code",
+            &["--account-id", ACCOUNT, "--registration-code", CODE],
+        ),
+        ("param", &["--account-id", ACCOUNT]),
+        (
+            "sni",
+            &[
+                "--role-arn",
+                "arn:aws:iam::123456789012:role/existing",
+                "--mode",
+                "sni-only",
+            ],
+        ),
+    ];
+    for (name, args) in variants {
+        let dir = aws_setup(&f, name, args);
+        // AWS's linter validates every resource and property against the published spec.
+        let o = Command::new("cfn-lint")
+            .args(["--regions", "eu-west-1", "--"])
+            .arg(dir.join("cloudformation.yaml"))
+            .output()
+            .expect("cfn-lint is installed (scripts/install-deps)");
+        assert!(
+            o.status.success(),
+            "{name}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+#[test]
 fn aws_template_declares_only_certificate_parameters_and_uses_every_one() {
     let f = Fleet::with_ca(&[]);
     let dir = aws_setup(
