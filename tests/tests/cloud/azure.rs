@@ -298,3 +298,49 @@ fn a_dps_that_never_answers_times_out_and_backs_off() {
     );
     assert!(log.contains("(attempt 3)"), "{log}");
 }
+
+#[test]
+fn the_hub_stand_in_lets_a_device_write_only_its_own_events() {
+    let mut pki = TestPki::new("Test Fleet");
+    let server = pki.server();
+    let hub = Mosquitto::start(
+        &server,
+        &BrokerOptions {
+            acl: hub_acl(),
+            ..BrokerOptions::default()
+        },
+    );
+    let sub = Subscriber::start(&hub, &pki.device(OBSERVER, Default::default()), "devices/#");
+    let dir = tempfile::tempdir().unwrap();
+    autoprov_tests::pki::write_bundle(&pki.device(DEVICE, Default::default()), dir.path());
+    let publish = |topic: &str, body: &str| {
+        let o = std::process::Command::new("mosquitto_pub")
+            .args(["-h", hub.host(), "-p", &hub.port().to_string()])
+            .arg("--cafile")
+            .arg(dir.path().join("ca.crt"))
+            .arg("--cert")
+            .arg(dir.path().join("device.crt"))
+            .arg("--key")
+            .arg(dir.path().join("device.key"))
+            .args(["-i", DEVICE, "-q", "1", "-t", topic, "-m", body])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+    };
+    publish(
+        "devices/sensor-008/messages/events/$.ct=application%2Fjson&$.ce=utf-8",
+        "{\"seq\":2}",
+    );
+    publish(TOPIC, "{\"seq\":1}");
+    assert!(wait_until(Duration::from_secs(10), || !sub
+        .lines()
+        .is_empty()));
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = sub.lines();
+    assert_eq!(
+        lines,
+        vec![format!("{TOPIC} {{\"seq\":1}}")],
+        "{}",
+        hub.log()
+    );
+}
