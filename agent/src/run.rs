@@ -109,6 +109,12 @@ fn start<F: Future<Output = ()>>(
             leaf.common_name
         );
     }
+    // Which certificate is in use, so a rotation can be seen in the log.
+    tracing::info!(
+        "{device_id}: certificate serial {}, valid until {}",
+        leaf.serial,
+        rfc3339(leaf.not_after)
+    );
     let profile = Profile::from_config(config, &creds)?;
     let tls = client_config(profile.endpoint(), &creds)?;
     drop(creds);

@@ -8,6 +8,12 @@
 //!    acknowledged), beside bare rumqttc + rustls publishing the same payloads with the same
 //!    window and no spool: the ceiling.
 //!
+//! 4. with an aarch64 build (`AUTOPROV_AARCH64_BIN_DIR`, default
+//!    `target/aarch64-unknown-linux-gnu/release` when `scripts/build-aarch64` has filled it):
+//!    its binaries' sizes, and the steady state of 2. again with that agent under
+//!    `qemu-aarch64-static` (qemu-user's RSS includes its translated code: an upper bound, not
+//!    what a Pi would show).
+//!
 //! Targets (issue 6): steady RSS ≤ 4 MiB, peak ≤ 6 MiB, binary ≤ 3 MiB, drain ≥ 50,000 msg/s.
 
 use std::fs;
@@ -21,32 +27,15 @@ use autoprov_agent::reading::Reading;
 use autoprov_agent::spool::{Spool, SpoolOptions};
 use autoprov_agent::transport::{Endpoint, client_config};
 use autoprov_tests::agent::AgentEnv;
+use autoprov_tests::bins::Runner;
 use autoprov_tests::mosquitto::{BrokerOptions, Mosquitto, OBSERVER, Subscriber};
 use autoprov_tests::pki::TestPki;
+use autoprov_tests::procfs::{cpu_seconds, proc_status};
 use autoprov_tests::wait_until;
 
 const DEVICE: &str = "sensor-007";
 const BACKLOG: u64 = 100_000;
 const WINDOW: u16 = 64;
-
-fn proc_status(pid: u32, key: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// utime + stime of a process, in seconds (USER_HZ = 100 on Linux).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    ticks as f64 / 100.0
-}
 
 fn reading(seq: u64) -> Vec<u8> {
     Reading {
@@ -85,7 +74,25 @@ fn main() {
     let observer = pki.device(OBSERVER, Default::default());
     let bundle = pki.device(DEVICE, Default::default());
 
-    steady_state(&broker, &observer, &bundle, &bin);
+    steady_state(&broker, &observer, &bundle, Runner::Native, "native");
+    if let Some(dir) = aarch64_dir(release) {
+        println!("== aarch64 binaries ({})", dir.display());
+        for name in ["autoprov", "autoprov-agent"] {
+            let size = fs::metadata(dir.join(name)).map(|m| m.len()).unwrap_or(0);
+            println!("{name}: {size} bytes = {:.2} MiB", size as f64 / 1048576.0);
+        }
+        steady_state(
+            &broker,
+            &observer,
+            &bundle,
+            Runner::Qemu(dir),
+            "aarch64 under qemu-aarch64-static",
+        );
+    } else {
+        println!(
+            "== aarch64: SKIPPED (no build: run scripts/build-aarch64, or set AUTOPROV_AARCH64_BIN_DIR)"
+        );
+    }
     let agent_rate = drain(&broker, &bundle, &bin);
     let bare_rate = bare_rumqttc(&broker, &bundle);
     println!("== summary");
@@ -95,16 +102,27 @@ fn main() {
     );
 }
 
-fn device_env(bundle: &autoprov_bundle::Bundle, broker: &Mosquitto, extra: &str) -> AgentEnv {
-    let env = AgentEnv::new();
+/// Where an aarch64 build is: `AUTOPROV_AARCH64_BIN_DIR`, else the release cross-build.
+fn aarch64_dir(release: &std::path::Path) -> Option<std::path::PathBuf> {
+    if let Runner::Qemu(dir) = Runner::from_env() {
+        return Some(dir);
+    }
+    let dir = release
+        .parent()?
+        .join("aarch64-unknown-linux-gnu")
+        .join("release");
+    dir.join("autoprov-agent").exists().then_some(dir)
+}
+
+fn device_env(
+    bundle: &autoprov_bundle::Bundle,
+    broker: &Mosquitto,
+    extra: &str,
+    runner: Runner,
+) -> AgentEnv {
+    let env = AgentEnv::with_runner(runner);
     env.flash(bundle);
-    let out = Command::new(autoprov_tests::bins::bin("autoprov-agent"))
-        .args(["import", "--from"])
-        .arg(env.card())
-        .arg("--to")
-        .arg(env.credentials())
-        .output()
-        .unwrap();
+    let out = env.import(&[]);
     assert!(out.status.success(), "{out:?}");
     env.configure(Some(broker), extra);
     env
@@ -114,11 +132,12 @@ fn steady_state(
     broker: &Mosquitto,
     observer: &autoprov_bundle::Bundle,
     bundle: &autoprov_bundle::Bundle,
-    _bin: &std::path::Path,
+    runner: Runner,
+    label: &str,
 ) {
-    println!("== steady state: run, simulated sensor every 10 ms, local Mosquitto");
+    println!("== steady state ({label}): run, simulated sensor every 10 ms, local Mosquitto");
     let sub = Subscriber::start(broker, observer, "dt/#");
-    let env = device_env(bundle, broker, "");
+    let env = device_env(bundle, broker, "", runner);
     env.dropin("10-bench.toml", "[sensor]\ninterval = \"10ms\"\n");
     let mut agent = env.spawn_with(|c| {
         c.env("AUTOPROV_LOG", "info");
@@ -160,7 +179,7 @@ fn steady_state(
 
 fn drain(broker: &Mosquitto, bundle: &autoprov_bundle::Bundle, _bin: &std::path::Path) -> f64 {
     println!("== durable drain of {BACKLOG} spooled readings (window {WINDOW})");
-    let env = device_env(bundle, broker, "");
+    let env = device_env(bundle, broker, "", Runner::Native);
     env.dropin("10-bench.toml", "[sensor]\ninterval = \"1h\"\n");
     {
         let mut spool = Spool::open(

@@ -9,14 +9,16 @@ use std::time::Duration;
 use autoprov_bundle::Bundle;
 use tempfile::TempDir;
 
-use crate::bins::bin;
+use crate::bins::Runner;
 use crate::mosquitto::Mosquitto;
 use crate::pki::write_bundle;
 use crate::wait_until;
 
-/// A device's directories: `card/` (the bundle as flashed), `state/`, `agent.toml`.
+/// A device's directories: `card/` (the bundle as flashed), `state/`, `agent.toml`; and how its
+/// agent binary is run.
 pub struct AgentEnv {
     dir: TempDir,
+    runner: Runner,
 }
 
 impl Default for AgentEnv {
@@ -26,10 +28,16 @@ impl Default for AgentEnv {
 }
 
 impl AgentEnv {
-    /// An empty device.
+    /// An empty device running the native agent.
     pub fn new() -> Self {
+        Self::with_runner(Runner::Native)
+    }
+
+    /// An empty device whose agent runs with `runner` (e.g. the aarch64 build under qemu).
+    pub fn with_runner(runner: Runner) -> Self {
         Self {
             dir: tempfile::tempdir().expect("temp dir"),
+            runner,
         }
     }
 
@@ -65,7 +73,8 @@ impl AgentEnv {
 
     /// Runs `autoprov-agent import` from the card into the state directory.
     pub fn import(&self, extra: &[&str]) -> Output {
-        Command::new(bin("autoprov-agent"))
+        self.runner
+            .command("autoprov-agent")
             .arg("import")
             .arg("--from")
             .arg(self.card())
@@ -99,7 +108,7 @@ impl AgentEnv {
 
     /// A command for `autoprov-agent --config agent.toml ARGS`.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(bin("autoprov-agent"));
+        let mut c = self.runner.command("autoprov-agent");
         c.arg("--config").arg(self.config()).args(args);
         c.env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")

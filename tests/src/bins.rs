@@ -3,8 +3,13 @@
 //! Cargo sets `CARGO_BIN_EXE_*` only for a package's own binaries, so tests here find
 //! `autoprov-agent` and `autoprov` in `target/<profile>/` (the test executable runs from
 //! `target/<profile>/deps/`). `AUTOPROV_BIN_DIR` points elsewhere, e.g. at a release build.
+//!
+//! A [`Runner`] runs a binary natively or, for the end-to-end rehearsal, the aarch64 build of it
+//! under `qemu-aarch64-static` when `AUTOPROV_AARCH64_BIN_DIR` names the directory that
+//! `scripts/build-aarch64` filled.
 
 use std::path::PathBuf;
+use std::process::Command;
 
 /// The path of workspace binary `name`; panics with what to do if it has not been built.
 pub fn bin(name: &str) -> PathBuf {
@@ -26,4 +31,63 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Where the aarch64 binaries are, for [`Runner::from_env`].
+pub const AARCH64_BIN_DIR: &str = "AUTOPROV_AARCH64_BIN_DIR";
+/// The aarch64 glibc and loader Debian's cross packages install, for qemu-user's `-L`.
+pub const AARCH64_SYSROOT: &str = "/usr/aarch64-linux-gnu";
+
+/// How a workspace binary is run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Runner {
+    /// The host build, from [`bin`].
+    Native,
+    /// The aarch64 build in this directory, under `qemu-aarch64-static -L` [`AARCH64_SYSROOT`].
+    Qemu(PathBuf),
+}
+
+impl Runner {
+    /// [`Runner::Qemu`] when `AUTOPROV_AARCH64_BIN_DIR` is set (it must hold the binaries),
+    /// [`Runner::Native`] otherwise.
+    pub fn from_env() -> Self {
+        match std::env::var_os(AARCH64_BIN_DIR) {
+            Some(dir) if !dir.is_empty() => {
+                let dir = PathBuf::from(dir);
+                assert!(
+                    dir.join("autoprov-agent").exists(),
+                    "{AARCH64_BIN_DIR}={} holds no autoprov-agent: run scripts/build-aarch64 first",
+                    dir.display()
+                );
+                Self::Qemu(dir)
+            }
+            _ => Self::Native,
+        }
+    }
+
+    /// A command running binary `name`.
+    pub fn command(&self, name: &str) -> Command {
+        match self {
+            Self::Native => Command::new(bin(name)),
+            Self::Qemu(dir) => {
+                let mut c = Command::new("qemu-aarch64-static");
+                c.arg("-L").arg(AARCH64_SYSROOT).arg(dir.join(name));
+                c
+            }
+        }
+    }
+
+    /// In words, for the test output.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Native => format!(
+                "native binaries ({}; set {AARCH64_BIN_DIR} to run the aarch64 build under qemu-aarch64-static)",
+                bin("autoprov-agent").display()
+            ),
+            Self::Qemu(dir) => format!(
+                "aarch64 binaries under qemu-aarch64-static ({})",
+                dir.join("autoprov-agent").display()
+            ),
+        }
+    }
 }

@@ -317,3 +317,41 @@ pub fn mdir(fat: &Path, path: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// The byte ranges of `img`'s partitions, in table order, as `sfdisk --json` reads its
+/// partition table (what the kernel would find on the card).
+pub fn partitions(img: &Path) -> Vec<Range<u64>> {
+    let out = run(tool("sfdisk").arg("--json").arg(img));
+    let table: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("sfdisk --json {}: {e}\n{out}", img.display()));
+    let table = &table["partitiontable"];
+    let sector = table["sectorsize"].as_u64().unwrap_or(512);
+    table["partitions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no partitions in {}: {out}", img.display()))
+        .iter()
+        .map(|p| {
+            let start = p["start"].as_u64().expect("start") * sector;
+            start..start + p["size"].as_u64().expect("size") * sector
+        })
+        .collect()
+}
+
+/// The FAT file system of the partition at `range` of `img`, named for mtools
+/// (`img@@offset`) so that `mdir`, `mcopy_out` read it in place.
+pub fn fat_in(img: &Path, range: &Range<u64>) -> PathBuf {
+    PathBuf::from(format!("{}@@{}", img.display(), range.start))
+}
+
+/// Copies every file of folder `path` of a FAT file system into `dest` with `mcopy`, as the
+/// device sees them once it has mounted the partition; returns their names.
+pub fn copy_folder_out(fat: &Path, path: &str, dest: &Path) -> Vec<String> {
+    fs::create_dir_all(dest).unwrap();
+    let names = mdir(fat, path);
+    for name in &names {
+        let data = mcopy_out(fat, &format!("{path}/{name}"))
+            .unwrap_or_else(|| panic!("mcopy ::/{path}/{name} out of {}", fat.display()));
+        fs::write(dest.join(name), data).unwrap();
+    }
+    names
+}

@@ -7,6 +7,7 @@
 //! - [`pki`]: certificates made by the project's own PKI code (`autoprov`), never by hand.
 //! - [`agent`]: a state directory, configuration and process handle for `autoprov-agent`.
 //! - [`bins`]: where the workspace's binaries are (`AUTOPROV_BIN_DIR` overrides).
+//! - [`procfs`]: a process's RSS and CPU time, for the benchmarks.
 //! - [`image`]: SD card images built like nixpkgs' sd-image, with sfdisk, mkfs.vfat, mkfs.ext4
 //!   and zstd, and the third-party readers (fsck.fat, mcopy) results are checked with.
 //! - [`jitp`]: a stand-in for AWS IoT Core's front with just-in-time provisioning, before Mosquitto.
@@ -23,6 +24,7 @@ pub mod image;
 pub mod jitp;
 pub mod mosquitto;
 pub mod pki;
+pub mod procfs;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

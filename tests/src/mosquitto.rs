@@ -216,6 +216,33 @@ impl Mosquitto {
         self.launch();
     }
 
+    /// Writes a new CRL and sends SIGHUP, on which Mosquitto reads its `crlfile` again (what
+    /// `systemctl reload mosquitto` does); returns once it has logged the reload. Connections
+    /// already open are kept; the CRL applies to new ones. The broker must have been started
+    /// with a CRL ([`BrokerOptions::crl_pem`]).
+    pub fn reload_crl(&self, crl_pem: &str) {
+        let path = self.dir.path().join("crl.pem");
+        assert!(
+            path.exists(),
+            "the broker was started without a crlfile (set BrokerOptions::crl_pem)"
+        );
+        write_readable(&path, crl_pem);
+        let before = self.log().matches("Reloading config").count();
+        let pid = self.child.as_ref().expect("broker running").id();
+        let _ = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status();
+        let reloaded = wait_until(Duration::from_secs(10), || {
+            self.log().matches("Reloading config").count() > before
+        });
+        assert!(
+            reloaded,
+            "mosquitto did not reload on SIGHUP:
+{}",
+            self.log()
+        );
+    }
+
     /// Starts again after [`Mosquitto::kill`] or [`Mosquitto::stop`].
     pub fn start_again(&mut self) {
         self.launch();
