@@ -37,13 +37,19 @@ pub fn bin(name: &str) -> PathBuf {
 pub const AARCH64_BIN_DIR: &str = "AUTOPROV_AARCH64_BIN_DIR";
 /// The aarch64 glibc and loader Debian's cross packages install, for qemu-user's `-L`.
 pub const AARCH64_SYSROOT: &str = "/usr/aarch64-linux-gnu";
+/// Where that glibc is. The loader must find its own libc there: with `-L` alone it falls back
+/// to the multiarch `/lib/aarch64-linux-gnu/libc.so.6` of `libc6:arm64` (which the Rust cross
+/// toolchain pulls in) when that is installed, a different Debian revision than the cross
+/// loader, and the first `pthread_create` then loops forever in the mismatched stack cache.
+pub const AARCH64_LIBS: &str = "/usr/aarch64-linux-gnu/lib";
 
 /// How a workspace binary is run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Runner {
     /// The host build, from [`bin`].
     Native,
-    /// The aarch64 build in this directory, under `qemu-aarch64-static -L` [`AARCH64_SYSROOT`].
+    /// The aarch64 build in this directory, under `qemu-aarch64-static -L` [`AARCH64_SYSROOT`]
+    /// with the guest's `LD_LIBRARY_PATH` at [`AARCH64_LIBS`].
     Qemu(PathBuf),
 }
 
@@ -71,7 +77,11 @@ impl Runner {
             Self::Native => Command::new(bin(name)),
             Self::Qemu(dir) => {
                 let mut c = Command::new("qemu-aarch64-static");
-                c.arg("-L").arg(AARCH64_SYSROOT).arg(dir.join(name));
+                c.arg("-L")
+                    .arg(AARCH64_SYSROOT)
+                    .arg("-E")
+                    .arg(format!("LD_LIBRARY_PATH={AARCH64_LIBS}"))
+                    .arg(dir.join(name));
                 c
             }
         }

@@ -11,7 +11,7 @@ use autoprov_tests::wait_until;
 
 use super::{
     Device, FLEET, FOREIGN, Operator, PATIENCE, ROTATED, assert_own_identity_and_contiguous,
-    counts, next_seq, runner, seqs_of, wait_for_readings,
+    counts, logs, next_seq, runner, seqs_of, wait_for_readings,
 };
 
 /// Connections of `id` the front dropped for provisioning, and forwarded.
@@ -66,9 +66,10 @@ fn aws_fleet_flashed_imported_provisioned_just_in_time_refusing_a_foreign_card_a
     }
     assert!(
         wait_for_readings(&sub, &FLEET, &[0; 3], 10),
-        "readings per device {:?}\nfront: {:#?}",
+        "readings per device {:?}\nfront: {:#?}\n{}",
         counts(&sub, &FLEET),
-        front.connections()
+        front.connections(),
+        logs(&fleet)
     );
     for id in FLEET {
         assert_eq!(

@@ -9,7 +9,7 @@ use autoprov_tests::dps::{Behaviour, DPS_ACL, DpsService, SERVICE_IDENTITY, hub_
 use autoprov_tests::mosquitto::{BrokerOptions, Mosquitto, OBSERVER, Subscriber};
 
 use super::{
-    Device, FLEET, FOREIGN, Operator, ROTATED, assert_own_identity_and_contiguous, counts,
+    Device, FLEET, FOREIGN, Operator, ROTATED, assert_own_identity_and_contiguous, counts, logs,
     next_seq, runner, seqs_of, wait_for_readings,
 };
 
@@ -61,9 +61,10 @@ fn azure_fleet_flashed_imported_registered_with_dps_refusing_a_foreign_card_and_
     }
     assert!(
         wait_for_readings(&sub, &FLEET, &[0; 3], 10),
-        "readings per device {:?}\ndps:\n{}",
+        "readings per device {:?}\ndps:\n{}\n{}",
         counts(&sub, &FLEET),
-        dps.log()
+        dps.log(),
+        logs(&fleet)
     );
     let mut registered: Vec<String> = service
         .registrations()

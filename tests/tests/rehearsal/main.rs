@@ -230,6 +230,14 @@ impl Device {
     }
 }
 
+/// Every device's agent log, for failure messages.
+pub fn logs(devices: &[Device]) -> String {
+    devices
+        .iter()
+        .map(|d| format!("--- {} agent log:\n{}", d.id, d.log()))
+        .collect()
+}
+
 /// The distinct seqs `sub` received from `id` (by the payload's device id), sorted.
 pub fn seqs_of(sub: &Subscriber, id: &str) -> Vec<u64> {
     let mut s: Vec<u64> = sub

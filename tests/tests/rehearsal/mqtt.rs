@@ -6,7 +6,7 @@ use std::fs;
 use autoprov_tests::mosquitto::{BrokerOptions, Mosquitto, OBSERVER, Subscriber};
 
 use super::{
-    Device, FLEET, FOREIGN, Operator, ROTATED, assert_own_identity_and_contiguous, counts,
+    Device, FLEET, FOREIGN, Operator, ROTATED, assert_own_identity_and_contiguous, counts, logs,
     next_seq, runner, seqs_of, wait_for_readings,
 };
 
@@ -35,9 +35,10 @@ fn mqtt_fleet_flashed_imported_publishing_refusing_foreign_and_revoked_certifica
     }
     assert!(
         wait_for_readings(&sub, &FLEET, &[0; 3], 10),
-        "readings per device {:?}\nbroker:\n{}",
+        "readings per device {:?}\nbroker:\n{}\n{}",
         counts(&sub, &FLEET),
-        broker.log()
+        broker.log(),
+        logs(&fleet)
     );
 
     // A card flashed from another fleet's CA, in an image that trusts this broker: the broker
