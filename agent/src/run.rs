@@ -17,7 +17,7 @@ use rumqttc::{AsyncClient, QoS};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
-use crate::clock::{rfc3339, unix_now};
+use crate::clock::{NonDecreasing, parse_rfc3339, rfc3339, unix_now};
 use crate::config::{Config, ConfigError};
 use crate::credentials::{Credentials, CredentialsError};
 use crate::notify::{Notifier, watchdog_interval};
@@ -115,6 +115,14 @@ fn start<F: Future<Output = ()>>(
         leaf.serial,
         rfc3339(leaf.not_after)
     );
+    let now = unix_now();
+    if now < leaf.not_before {
+        tracing::warn!(
+            "the clock reads {}, before the certificate's start {}: the time is not set yet (the Pi has no RTC); TLS fails until time sync sets it, and readings are spooled meanwhile",
+            rfc3339(now),
+            rfc3339(leaf.not_before)
+        );
+    }
     let profile = Profile::from_config(config, &creds)?;
     let tls = client_config(profile.endpoint(), &creds)?;
     drop(creds);
@@ -222,6 +230,12 @@ async fn run_loop(
         },
     )?;
     let mut seq = SeqAllocator::open(&config.state_dir, spool.last_seq())?;
+    let mut stamps = NonDecreasing::after(
+        spool
+            .newest_record()?
+            .and_then(|r| serde_json::from_slice::<Reading>(&r.payload).ok())
+            .and_then(|r| parse_rfc3339(&r.ts)),
+    );
     tracing::info!(
         "spool {} open: {} unacknowledged readings, next seq {}",
         spool_dir.display(),
@@ -267,6 +281,7 @@ async fn run_loop(
     };
     let mut last_status = String::new();
     let mut since_seq_persist = 0u64;
+    let mut bookkeeping = Bookkeeping::default();
     loop {
         if let Some(c) = &client {
             feed_publishes(c, &topic, &mut spool, &mut flight, window, &mut counters)?;
@@ -282,7 +297,7 @@ async fn run_loop(
                 let reading = Reading {
                     device_id: device_id.clone(),
                     seq: seq.take(),
-                    ts: rfc3339(ts),
+                    ts: rfc3339(stamps.stamp(ts)),
                     temperature_c: m.temperature_c,
                     humidity_pct: m.humidity_pct,
                 };
@@ -298,7 +313,10 @@ async fn run_loop(
                 since_seq_persist += 1;
                 if since_seq_persist >= SEQ_PERSIST_EVERY {
                     since_seq_persist = 0;
-                    seq.persist()?;
+                    // The spool's newest segment holds the floor too: a full disk is not fatal.
+                    if let Err(e) = seq.persist() {
+                        bookkeeping.failed("the seq floor", &e);
+                    }
                 }
             }
             _ = sleep_until_opt(sync_at), if sync_at.is_some() => spool.sync()?,
@@ -306,7 +324,10 @@ async fn run_loop(
                 if watchdog {
                     notifier.notify("WATCHDOG=1");
                 }
-                spool.persist_acked()?;
+                match spool.persist_acked() {
+                    Ok(()) => bookkeeping.ok(),
+                    Err(e) => bookkeeping.failed("the acknowledged position", &e),
+                }
                 let status = format!(
                     "STATUS={}; next seq {}; backlog {}; dropped {}; failed reads {}",
                     if client.is_some() { format!("connected to {target}") } else { format!("connecting to {target}") },
@@ -346,8 +367,12 @@ async fn run_loop(
         let _ = tokio::time::timeout(Duration::from_millis(200), link_rx.recv()).await;
     }
     link_task.abort();
-    spool.persist_acked()?;
-    seq.persist()?;
+    if let Err(e) = spool.persist_acked() {
+        bookkeeping.failed("the acknowledged position", &e);
+    }
+    if let Err(e) = seq.persist() {
+        bookkeeping.failed("the seq floor", &e);
+    }
     tracing::info!(
         "stopped: {} published, {} acknowledged this run, {} left in the spool",
         counters.published,
@@ -355,6 +380,32 @@ async fn run_loop(
         spool.backlog()
     );
     Ok(())
+}
+
+/// The small files written beside the spool (`acked`, `seq`) are bookkeeping: failing to write
+/// them (a full disk) costs at most duplicates after a restart, so the agent goes on and says
+/// so once, not every second.
+#[derive(Default)]
+struct Bookkeeping {
+    failing: bool,
+}
+
+impl Bookkeeping {
+    fn failed(&mut self, what: &str, e: &dyn std::fmt::Display) {
+        if !self.failing {
+            tracing::warn!(
+                "cannot save {what}: {e}; going on (after a restart some readings may be sent twice)"
+            );
+            self.failing = true;
+        }
+    }
+
+    fn ok(&mut self) {
+        if self.failing {
+            tracing::info!("bookkeeping files are written again");
+            self.failing = false;
+        }
+    }
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {

@@ -37,7 +37,7 @@ const LOCK_FILE: &str = "lock";
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
     /// An I/O error on a spool file.
-    #[error("spool {}: {source}", path.display())]
+    #[error("spool {}: {source}{}", path.display(), not_writable_hint(source))]
     Io {
         /// The file or directory.
         path: PathBuf,
@@ -63,6 +63,17 @@ pub enum SpoolError {
     TooLarge(usize),
 }
 
+/// What to do when the spool cannot be written at all: the agent exits 1 and systemd restarts
+/// it (`Restart=always`), so the operator needs to know which mount or owner to fix.
+fn not_writable_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied => {
+            ": the state directory must be writable by the agent (check its mount and owner; the unit's StateDirectory= makes it)"
+        }
+        _ => "",
+    }
+}
+
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
     move |source| SpoolError::Io {
         path: path.to_owned(),
@@ -80,10 +91,11 @@ pub struct SpoolOptions {
 }
 
 impl SpoolOptions {
-    /// Segment size: a sixteenth of the bound, so dropping the oldest segment when full loses
-    /// a small fraction, within 4 KiB..4 MiB.
-    fn segment_limit(&self) -> u64 {
-        (self.max_size / 16).clamp(4 * 1024, 4 * 1024 * 1024)
+    /// Segment size: a sixteenth of the bound, or of the file system holding the spool when
+    /// that is smaller (`fs_size`), so dropping the oldest segment when full — or when the disk
+    /// is — loses a small fraction; within 4 KiB..4 MiB.
+    fn segment_limit(&self, fs_size: Option<u64>) -> u64 {
+        (self.max_size.min(fs_size.unwrap_or(u64::MAX)) / 16).clamp(4 * 1024, 4 * 1024 * 1024)
     }
 }
 
@@ -139,6 +151,7 @@ struct Cursor {
 pub struct Spool {
     dir: PathBuf,
     opts: SpoolOptions,
+    segment_limit: u64,
     segments: VecDeque<Segment>,
     writer: Option<File>,
     total: u64,
@@ -237,6 +250,20 @@ fn segment_name(first: u64) -> String {
     format!("{first:020}.{SEGMENT_EXT}")
 }
 
+/// The size of the file system holding `dir`, if the system says.
+fn filesystem_size(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    Some(st.f_blocks.saturating_mul(st.f_frsize))
+}
+
+impl SpoolError {
+    /// Whether the file system is out of space (or of the user's quota).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Io { source, .. }
+            if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -326,6 +353,7 @@ impl Spool {
         let mut spool = Self {
             dir: dir.to_owned(),
             opts,
+            segment_limit: opts.segment_limit(filesystem_size(dir)),
             segments,
             writer: None,
             total,
@@ -380,13 +408,6 @@ impl Spool {
         if payload.len() + 8 > MAX_RECORD {
             return Err(SpoolError::TooLarge(payload.len()));
         }
-        let needs_roll = match self.segments.back() {
-            None => true,
-            Some(s) => self.writer.is_none() || s.size >= self.opts.segment_limit(),
-        };
-        if needs_roll {
-            self.roll(seq)?;
-        }
         let mut rec = Vec::with_capacity(HEADER + 8 + payload.len());
         rec.extend_from_slice(&((8 + payload.len()) as u32).to_le_bytes());
         rec.extend_from_slice(&[0; 4]);
@@ -394,6 +415,33 @@ impl Spool {
         rec.extend_from_slice(payload);
         let crc = crc32fast::hash(&rec[HEADER..]);
         rec[4..8].copy_from_slice(&crc.to_le_bytes());
+        // A full disk is a smaller bound than `max_size`: make room by dropping the oldest
+        // readings, as when the bound is reached, rather than losing the newest one.
+        loop {
+            match self.write_record(seq, &rec) {
+                Ok(()) => break,
+                Err(e) if e.is_disk_full() && self.drop_oldest_for_space()? => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match self.opts.fsync {
+            FsyncPolicy::Always => self.sync()?,
+            FsyncPolicy::Batch(_) => {
+                self.unsynced_since.get_or_insert_with(Instant::now);
+            }
+        }
+        self.enforce_bound()
+    }
+
+    /// Appends one encoded record to the newest segment, starting a new one first if needed.
+    fn write_record(&mut self, seq: u64, rec: &[u8]) -> Result<(), SpoolError> {
+        let needs_roll = match self.segments.back() {
+            None => true,
+            Some(s) => self.writer.is_none() || s.size >= self.segment_limit,
+        };
+        if needs_roll {
+            self.roll(seq)?;
+        }
         let seg = self.segments.back_mut().ok_or_else(|| SpoolError::Io {
             path: self.dir.clone(),
             source: io::Error::other("no active segment"),
@@ -402,7 +450,7 @@ impl Spool {
             path: seg.path.clone(),
             source: io::Error::other("no writer"),
         })?;
-        if let Err(e) = writer.write_all(&rec) {
+        if let Err(e) = writer.write_all(rec) {
             // Cut a partial write so the next append does not land after garbage.
             let _ = writer.set_len(seg.size);
             let _ = writer.seek(SeekFrom::Start(seg.size));
@@ -413,13 +461,33 @@ impl Spool {
         seg.records += 1;
         self.total += rec.len() as u64;
         self.last_seq = seq;
-        match self.opts.fsync {
-            FsyncPolicy::Always => self.sync()?,
-            FsyncPolicy::Batch(_) => {
-                self.unsynced_since.get_or_insert_with(Instant::now);
-            }
+        Ok(())
+    }
+
+    /// The disk is full: drops the oldest segment (counting its unsent readings) and says
+    /// whether that freed anything. The newest segment is never dropped: it holds the highest
+    /// sequence number, which must survive a restart.
+    fn drop_oldest_for_space(&mut self) -> Result<bool, SpoolError> {
+        if self.segments.len() < 2 {
+            return Ok(false);
         }
-        self.enforce_bound()
+        let Some(seg) = self.segments.pop_front() else {
+            return Ok(false);
+        };
+        let lost = seg.unacked(self.acked);
+        self.stats.dropped += lost;
+        tracing::warn!(
+            "disk full under spool {} ({} bytes of spool): dropped {lost} unsent readings, seq {}..={} ({} dropped so far)",
+            self.dir.display(),
+            self.total,
+            seg.first.max(self.acked + 1),
+            seg.last,
+            self.stats.dropped
+        );
+        self.acked = self.acked.max(seg.last);
+        self.outstanding.retain(|(s, _)| *s > seg.last);
+        self.forget(seg)?;
+        Ok(true)
     }
 
     /// Forces appended records to disk, making them available to the sender.
@@ -569,6 +637,28 @@ impl Spool {
                 reader: None,
             };
         }
+    }
+
+    /// The newest record on disk (acknowledged or not): the newest segment is never deleted, so
+    /// this is the last reading ever spooled, across restarts. The run loop keeps timestamps
+    /// from going back before it.
+    pub fn newest_record(&mut self) -> Result<Option<Record>, SpoolError> {
+        let Some(path) = self.segments.back().map(|s| s.path.clone()) else {
+            return Ok(None);
+        };
+        let file = File::open(&path).map_err(io_at(&path))?;
+        let mut r = BufReader::with_capacity(16 * 1024, file);
+        let mut newest = None;
+        while let Ok(Some(seq)) = read_record(&mut r, &mut self.buf).map_err(io_at(&path))? {
+            if seq > self.durable_seq {
+                break;
+            }
+            newest = Some(Record {
+                seq,
+                payload: self.buf[8..].to_vec(),
+            });
+        }
+        Ok(newest)
     }
 
     /// Gives back the last record from [`Spool::next_unsent`] because it could not be sent yet.

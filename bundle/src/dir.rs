@@ -120,6 +120,7 @@ pub fn write_files(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "bundle".into());
+    sweep_abandoned_staging(&parent);
     let tag = format!("{}-{}", std::process::id(), unique_suffix());
     let staging = parent.join(format!(".{name}.new-{tag}"));
     let result = stage_and_swap(files, dir, &parent, &staging, existing, &name, &tag);
@@ -127,6 +128,38 @@ pub fn write_files(
         let _ = fs::remove_dir_all(&staging);
     }
     result
+}
+
+/// Removes staging directories (`.NAME.new-PID-N`) that a process killed half-way left in
+/// `parent`: each may hold a private key whose certificate never left `pending`, and nothing will
+/// ever read it. Only directories of processes that no longer run are touched; a bundle moved
+/// aside (`.NAME.old-…`) is left alone, since it may be the only copy of the previous one.
+fn sweep_abandoned_staging(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.starts_with('.'))
+            .and_then(|n| n.rsplit_once(".new-"))
+            .and_then(|(_, tag)| tag.split_once('-'))
+            .filter(|(pid, n)| {
+                !pid.is_empty()
+                    && pid.bytes().all(|b| b.is_ascii_digit())
+                    && !n.is_empty()
+                    && n.bytes().all(|b| b.is_ascii_digit())
+            })
+            .map(|(pid, _)| pid.to_owned())
+        else {
+            continue;
+        };
+        let gone = !Path::new("/proc").join(&pid).exists() && Path::new("/proc/self").exists();
+        if gone && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 fn stage_and_swap(
@@ -215,6 +248,26 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn staging_left_by_a_killed_writer_is_removed_by_the_next_write() {
+        let tmp = tempfile::tempdir().unwrap();
+        // What a writer killed half-way leaves: its staging directory with the key, under the
+        // pid of a process that no longer exists (pids above pid_max are never alive).
+        let dead = tmp.path().join(".sensor-001.new-4194305-17");
+        fs::create_dir(&dead).unwrap();
+        fs::write(dead.join(DEVICE_KEY), b"-----BEGIN PRIVATE KEY-----").unwrap();
+        // A live process's staging and someone's own dot-directory are left alone.
+        let live = tmp
+            .path()
+            .join(format!(".sensor-002.new-{}-5", std::process::id()));
+        fs::create_dir(&live).unwrap();
+        let other = tmp.path().join(".config.new-stuff");
+        fs::create_dir(&other).unwrap();
+        write_dir(&sample(), &tmp.path().join("sensor-007"), false).unwrap();
+        assert!(!dead.exists());
+        assert!(live.exists() && other.exists());
     }
 
     #[test]

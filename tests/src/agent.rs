@@ -19,6 +19,7 @@ use crate::wait_until;
 pub struct AgentEnv {
     dir: TempDir,
     runner: Runner,
+    netns: Option<String>,
 }
 
 impl Default for AgentEnv {
@@ -38,6 +39,7 @@ impl AgentEnv {
         Self {
             dir: tempfile::tempdir().expect("temp dir"),
             runner,
+            netns: None,
         }
     }
 
@@ -106,6 +108,11 @@ impl AgentEnv {
         fs::write(dir.join(name), text).expect("write drop-in");
     }
 
+    /// Runs the agent's commands inside network namespace `ns` (see [`crate::netns`]).
+    pub fn set_netns(&mut self, ns: &str) {
+        self.netns = Some(ns.to_owned());
+    }
+
     /// A command for `autoprov-agent --config agent.toml ARGS`.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = self.runner.command("autoprov-agent");
@@ -114,7 +121,10 @@ impl AgentEnv {
             .env_remove("WATCHDOG_USEC")
             .env_remove("CREDENTIALS_DIRECTORY")
             .env_remove("JOURNAL_STREAM");
-        c
+        match &self.netns {
+            Some(ns) => crate::netns::wrap(ns, &c),
+            None => c,
+        }
     }
 
     /// Starts `autoprov-agent run`, logging to `agent-<n>.log`.

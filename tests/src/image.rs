@@ -355,3 +355,19 @@ pub fn copy_folder_out(fat: &Path, path: &str, dest: &Path) -> Vec<String> {
     }
     names
 }
+
+/// The bundle in `/autoprov/` of the boot partition at `range` of `card`, read in place with
+/// `mcopy` and checked by the bundle crate (manifest hashes, sizes); `Err` says what is missing
+/// or wrong.
+pub fn card_bundle(card: &Path, range: &Range<u64>) -> Result<autoprov_bundle::Bundle, String> {
+    let fat = fat_in(card, range);
+    let names = mdir(&fat, "autoprov");
+    autoprov_bundle::Bundle::from_files(|name| {
+        Ok(names
+            .iter()
+            .any(|n| n == name)
+            .then(|| mcopy_out(&fat, &format!("autoprov/{name}")))
+            .flatten())
+    })
+    .map_err(|e| format!("{}: {e} (files {names:?})", card.display()))
+}

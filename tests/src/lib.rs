@@ -11,6 +11,9 @@
 //! - [`image`]: SD card images built like nixpkgs' sd-image, with sfdisk, mkfs.vfat, mkfs.ext4
 //!   and zstd, and the third-party readers (fsck.fat, mcopy) results are checked with.
 //! - [`jitp`]: a stand-in for AWS IoT Core's front with just-in-time provisioning, before Mosquitto.
+//! - [`netns`]: two network namespaces joined by a veth pair, and a link that can be cut.
+//! - [`faults`]: the fault soak's forms, random moments, mounts that fill up or refuse writes,
+//!   the agent's test-only clock, reconnect attempts read from a log, and the figures.
 //! - [`dps`]: a stand-in for Azure's Device Provisioning Service on Mosquitto, and the IoT hub's
 //!   topic layout and ACL.
 //!
@@ -20,9 +23,11 @@
 pub mod agent;
 pub mod bins;
 pub mod dps;
+pub mod faults;
 pub mod image;
 pub mod jitp;
 pub mod mosquitto;
+pub mod netns;
 pub mod pki;
 pub mod procfs;
 

@@ -11,7 +11,7 @@
 //! world-readable (it is test material) and its data directory world-writable.
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -36,6 +36,9 @@ pub struct BrokerOptions {
     pub crl_pem: Option<String>,
     /// Extra lines for mosquitto.conf.
     pub extra_conf: String,
+    /// Run inside this network namespace, listening on this address (see [`crate::netns`]);
+    /// `None`: the host's 127.0.0.1.
+    pub netns: Option<(String, IpAddr)>,
 }
 
 impl Default for BrokerOptions {
@@ -44,6 +47,7 @@ impl Default for BrokerOptions {
             acl: DEFAULT_ACL.into(),
             crl_pem: None,
             extra_conf: String::new(),
+            netns: None,
         }
     }
 }
@@ -62,6 +66,8 @@ impl BrokerOptions {
 pub struct Mosquitto {
     dir: TempDir,
     port: u16,
+    host: String,
+    netns: Option<String>,
     child: Option<Child>,
     starts: u32,
 }
@@ -93,9 +99,13 @@ impl Mosquitto {
         fs::create_dir(&data).expect("data dir");
         fs::set_permissions(&data, fs::Permissions::from_mode(0o777)).expect("chmod");
         let port = free_port();
+        let listen = opts
+            .netns
+            .as_ref()
+            .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |(_, a)| *a);
         let mut conf = format!(
             "per_listener_settings false\n\
-             listener {port} 127.0.0.1\n\
+             listener {port} {listen}\n\
              cafile {ca}\n\
              certfile {crt}\n\
              keyfile {key}\n\
@@ -128,6 +138,13 @@ impl Mosquitto {
         let mut m = Self {
             dir,
             port,
+            // A namespace has no `localhost` in the broker's certificate sense: clients there
+            // connect to the address, which the certificate must name.
+            host: opts
+                .netns
+                .as_ref()
+                .map_or("localhost".into(), |(_, a)| a.to_string()),
+            netns: opts.netns.as_ref().map(|(ns, _)| ns.clone()),
             child: None,
             starts: 0,
         };
@@ -143,7 +160,9 @@ impl Mosquitto {
             .append(true)
             .open(self.log_path())
             .expect("broker log");
-        let child = Command::new("mosquitto")
+        let listening_before = self.log().matches("listen socket on port").count();
+        let child = self
+            .command("mosquitto")
             .arg("-c")
             .arg(self.dir.path().join("mosquitto.conf"))
             .stdin(Stdio::null())
@@ -153,8 +172,11 @@ impl Mosquitto {
             .expect("mosquitto is installed (scripts/install-deps)");
         self.child = Some(child);
         let port = self.port;
-        let up = wait_until(Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        // In another namespace the test cannot connect to it: the broker's log says when it
+        // listens instead.
+        let up = wait_until(Duration::from_secs(10), || match &self.netns {
+            None => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            Some(_) => self.log().matches("listen socket on port").count() > listening_before,
         });
         if !up {
             self.kill();
@@ -167,9 +189,23 @@ impl Mosquitto {
         self.port
     }
 
-    /// The host name clients use (in the server certificate).
-    pub fn host(&self) -> &'static str {
-        "localhost"
+    /// The host name (or, in a network namespace, the address) clients use; the server
+    /// certificate names it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The network namespace it runs in, if not the host's.
+    pub fn netns(&self) -> Option<&str> {
+        self.netns.as_deref()
+    }
+
+    /// A command for `program`, run in the broker's network namespace if it has one.
+    pub fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => crate::netns::command_in(ns, program),
+            None => Command::new(program),
+        }
     }
 
     /// The broker's CA file (the fleet root).
@@ -286,7 +322,7 @@ impl Subscriber {
         fs::write(p("client.key"), bundle.device_key()).expect("write");
         fs::write(p("ca.crt"), bundle.ca_crt()).expect("write");
         let id = bundle.device_id().to_string();
-        let mut cmd = Command::new("mosquitto_sub");
+        let mut cmd = broker.command("mosquitto_sub");
         cmd.args(["-h", broker.host(), "-p", &broker.port().to_string()])
             .arg("--cafile")
             .arg(p("ca.crt"))

@@ -62,14 +62,17 @@ impl TestPki {
 
     /// A server certificate for `localhost` and 127.0.0.1.
     pub fn server(&mut self) -> ServerTls {
+        self.server_with_ips(&[])
+    }
+
+    /// A server certificate for `localhost`, 127.0.0.1 and `ips` (a broker in a network
+    /// namespace is reached by its address).
+    pub fn server_with_ips(&mut self, ips: &[IpAddr]) -> ServerTls {
+        let mut all = vec![IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        all.extend_from_slice(ips);
         let s = self
             .pki
-            .issue_server(
-                "broker",
-                &["localhost".into()],
-                &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
-                &Default::default(),
-            )
+            .issue_server("broker", &["localhost".into()], &all, &Default::default())
             .expect("issue server");
         self.pki
             .activate_serial(&s.serial, false)

@@ -28,6 +28,7 @@ use rumqttc::{ConnectReturnCode, ConnectionError};
 use rustls::pki_types::CertificateDer;
 use rustls::{AlertDescription, ClientConfig, RootCertStore};
 
+use crate::clock::AgentClock;
 use crate::config::{Config, ConfigError, ProfileKind};
 use crate::credentials::{Credentials, CredentialsError, provider};
 
@@ -200,7 +201,8 @@ impl Profile {
 }
 
 /// Builds the rustls client configuration: TLS 1.2 or 1.3, ring, the device chain and key as
-/// client identity, the endpoint's roots as server trust.
+/// client identity, the endpoint's roots as server trust, and the agent's clock
+/// ([`AgentClock`]) to judge the server's certificate by.
 pub fn client_config(
     endpoint: &Endpoint,
     creds: &Credentials,
@@ -209,7 +211,7 @@ pub fn client_config(
     for cert in &endpoint.server_roots {
         roots.add(cert.clone())?;
     }
-    let mut config = ClientConfig::builder_with_provider(provider())
+    let mut config = ClientConfig::builder_with_details(provider(), Arc::new(AgentClock))
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_root_certificates(roots)
         .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())?;
