@@ -10,8 +10,8 @@ use autoprov_tests::mosquitto::{BrokerOptions, Mosquitto, OBSERVER, Subscriber};
 use autoprov_tests::wait_until;
 
 use super::{
-    Device, FLEET, FOREIGN, Operator, PATIENCE, ROTATED, assert_own_identity_and_contiguous,
-    counts, logs, next_seq, runner, seqs_of, wait_for_readings,
+    FLEET, FOREIGN, Operator, PATIENCE, ROTATED, boot_fleet, finish, foreign_card, rotate, runner,
+    seqs_of,
 };
 
 /// Connections of `id` the front dropped for provisioning, and forwarded.
@@ -24,6 +24,14 @@ fn outcomes(front: &JitpFront, id: &str) -> (usize, usize) {
             .count()
     };
     (of(Outcome::Dropped), of(Outcome::Forwarded))
+}
+
+fn tls_refusals(front: &JitpFront) -> usize {
+    front
+        .connections()
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::TlsFailed(_)))
+        .count()
 }
 
 #[test]
@@ -56,21 +64,9 @@ fn aws_fleet_flashed_imported_provisioned_just_in_time_refusing_a_foreign_card_a
     );
     let configure = |env: &AgentEnv| env.configure(None, &cfg);
     let image = op.image();
-
-    let mut fleet: Vec<Device> = FLEET
-        .iter()
-        .map(|id| Device::new(id, op.flash(id, &image), runner.clone(), configure))
-        .collect();
-    for d in &mut fleet {
-        d.boot();
-    }
-    assert!(
-        wait_for_readings(&sub, &FLEET, &[0; 3], 10),
-        "readings per device {:?}\nfront: {:#?}\n{}",
-        counts(&sub, &FLEET),
-        front.connections(),
-        logs(&fleet)
-    );
+    let mut fleet = boot_fleet(&op, &image, &runner, configure, &sub, || {
+        format!("front: {:#?}", front.connections())
+    });
     for id in FLEET {
         assert_eq!(
             outcomes(&front, id),
@@ -81,26 +77,10 @@ fn aws_fleet_flashed_imported_provisioned_just_in_time_refusing_a_foreign_card_a
     }
 
     // A card from another CA: the front does not let it in, nothing is provisioned for it.
-    let other = Operator::new("Other Fleet");
-    let mut foreign = Device::new(
-        FOREIGN,
-        other.flash(FOREIGN, &image),
-        runner.clone(),
-        configure,
-    );
-    let refused_before = front
-        .connections()
-        .iter()
-        .filter(|c| matches!(c.outcome, Outcome::TlsFailed(_)))
-        .count();
-    foreign.boot();
+    let refused_before = tls_refusals(&front);
+    let mut foreign = foreign_card(&image, &runner, configure);
     assert!(
-        wait_until(PATIENCE, || front
-            .connections()
-            .iter()
-            .filter(|c| matches!(c.outcome, Outcome::TlsFailed(_)))
-            .count()
-            > refused_before),
+        wait_until(PATIENCE, || tls_refusals(&front) > refused_before),
         "{}",
         foreign.log()
     );
@@ -108,37 +88,13 @@ fn aws_fleet_flashed_imported_provisioned_just_in_time_refusing_a_foreign_card_a
     assert_eq!(outcomes(&front, FOREIGN), (0, 0));
     assert!(seqs_of(&sub, FOREIGN).is_empty());
 
-    // Rotation: the new certificate is provisioned on its first connection like the first one
-    // was, and the seq goes on.
-    let r = FLEET.iter().position(|id| *id == ROTATED).unwrap();
-    let old_serial = fleet[r].serial();
-    fleet[r].stop();
-    let last_before = *seqs_of(&sub, ROTATED).last().unwrap();
-    let card = fleet[r].card.clone();
-    op.ok(&["inject", ROTATED, "--to", card.to_str().unwrap()]);
-    let before = counts(&sub, &FLEET);
-    fleet[r].boot();
-    assert_ne!(fleet[r].serial(), old_serial);
-    assert!(
-        wait_for_readings(&sub, &FLEET, &before, 5),
-        "after the rotation: {:?}\n{}",
-        counts(&sub, &FLEET),
-        fleet[r].log()
-    );
+    // The new certificate is provisioned on its first connection, like the first one was.
+    rotate(&op, &mut fleet, &sub);
     assert_eq!(
         outcomes(&front, ROTATED),
         (2, 2),
         "{:#?}",
         front.connections()
     );
-    let next = next_seq(&fleet[r].log());
-    assert!(
-        next > 1 && next <= last_before + 1,
-        "next {next}, last {last_before}"
-    );
-
-    for d in &mut fleet {
-        d.stop();
-    }
-    assert_own_identity_and_contiguous(&sub, &fleet, |id| format!("dt/{id}/telemetry"));
+    finish(&mut fleet, &sub, |id| format!("dt/{id}/telemetry"));
 }

@@ -300,3 +300,87 @@ pub fn next_seq(log: &str) -> u64 {
         .find_map(|l| l.split("next seq ").nth(1)?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no `next seq` in the log:\n{log}"))
 }
+
+/// The fleet flashed from `image` and booted; returns once every device has 10 readings at
+/// `sub` (`cloud` describes the other side for the failure message).
+pub fn boot_fleet(
+    op: &Operator,
+    image: &Path,
+    runner: &Runner,
+    configure: impl Fn(&AgentEnv),
+    sub: &Subscriber,
+    cloud: impl Fn() -> String,
+) -> Vec<Device> {
+    let mut fleet: Vec<Device> = FLEET
+        .iter()
+        .map(|id| Device::new(id, op.flash(id, image), runner.clone(), &configure))
+        .collect();
+    for d in &mut fleet {
+        d.boot();
+    }
+    assert!(
+        wait_for_readings(sub, &FLEET, &[0; 3], 10),
+        "readings per device {:?}\n{}\n{}",
+        counts(sub, &FLEET),
+        cloud(),
+        logs(&fleet)
+    );
+    fleet
+}
+
+/// A card flashed with [`FOREIGN`] by another fleet's CA, in this fleet's image, booted.
+pub fn foreign_card(image: &Path, runner: &Runner, configure: impl FnOnce(&AgentEnv)) -> Device {
+    let other = Operator::new("Other Fleet");
+    let mut d = Device::new(
+        FOREIGN,
+        other.flash(FOREIGN, image),
+        runner.clone(),
+        configure,
+    );
+    d.boot();
+    d
+}
+
+/// Rotation as the operator does it: the device shut down, `autoprov inject` of a new bundle
+/// onto its card, the next boot's import; returns once everyone has 5 more readings, having
+/// checked that the device runs the new certificate and its seq went on. Returns the old and
+/// the new serial.
+pub fn rotate(op: &Operator, fleet: &mut [Device], sub: &Subscriber) -> (String, String) {
+    let d = fleet.iter_mut().find(|d| d.id == ROTATED).unwrap();
+    let old_serial = d.serial();
+    d.stop();
+    let last_before = *seqs_of(sub, ROTATED).last().unwrap();
+    let out = op.ok(&["inject", ROTATED, "--to", d.card.to_str().unwrap()]);
+    assert!(out.contains(&format!("{old_serial} superseded")), "{out}");
+    let before = counts(sub, &FLEET);
+    d.boot();
+    let new_serial = d.serial();
+    assert_ne!(new_serial, old_serial);
+    assert!(
+        d.wait_for_log(&format!("certificate serial {new_serial}")),
+        "{}",
+        d.log()
+    );
+    assert!(
+        wait_for_readings(sub, &FLEET, &before, 5),
+        "after the rotation: {:?}\n{}",
+        counts(sub, &FLEET),
+        d.log()
+    );
+    let log = d.log();
+    let next = next_seq(&log);
+    assert!(
+        next > 1 && next <= last_before + 1,
+        "seq did not continue across the rotation: next {next}, last received {last_before}"
+    );
+    (old_serial, new_serial)
+}
+
+/// Shuts every device down (exit 0), then checks identities and seqs (see
+/// [`assert_own_identity_and_contiguous`]).
+pub fn finish(fleet: &mut [Device], sub: &Subscriber, topic: impl Fn(&str) -> String) {
+    for d in fleet.iter_mut() {
+        d.stop();
+    }
+    assert_own_identity_and_contiguous(sub, fleet, topic);
+}
