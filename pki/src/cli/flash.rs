@@ -311,12 +311,7 @@ fn report(cli: &Cli, o: &Outcome) -> String {
         );
         match &w.verified {
             Some(v) => {
-                let _ = writeln!(
-                    t,
-                    "  verified:     {}, BLAKE3 {} matches",
-                    v.method,
-                    &w.blake3[..16]
-                );
+                let _ = writeln!(t, "  verified:     {}", v.method);
             }
             None => {
                 let _ = writeln!(t, "  verified:     no (--no-verify)");

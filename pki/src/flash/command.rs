@@ -1017,7 +1017,7 @@ fn inject_in_place(
         })?;
     let changed = stream::write_changes(&file, &target.path, boot.start, old, new)?;
     let write_time = t.elapsed();
-    let verified = stream::read_back(&target.path, boot.start, boot.len, &blake3::hash(new), opts)?;
+    let verified = stream::read_back(&target.path, boot.start, new, opts)?;
     Ok(Done::Inject {
         changed,
         write_time,

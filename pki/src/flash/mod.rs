@@ -9,7 +9,7 @@
 //! | [`partition`] | MBR and GPT partition tables, every offset checked                    |
 //! | [`fat`]       | the boot partition: found by label, `/autoprov/` replaced in memory  |
 //! | [`source`]    | `.img` / `.img.zst` as one decoded stream, SHA-256 of the file        |
-//! | [`stream`]    | the one streaming write, fsync, read-back verification                |
+//! | [`stream`]    | the one streaming write, fsync, byte-for-byte read-back               |
 //! | [`target`]    | what may be written: mounted, system and non-removable disks refused  |
 //! | [`settings`]  | `--set KEY=VALUE` and Wi-Fi networks for the bundle                   |
 //! | [`command`]   | `flash` and `inject` end to end, with the inventory                   |
