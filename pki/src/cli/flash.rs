@@ -226,10 +226,13 @@ pub fn inject(cli: &Cli, args: &InjectArgs) -> Result<(), Error> {
 }
 
 fn ms(d: std::time::Duration) -> String {
-    if d.as_secs_f64() >= 1.0 {
-        format!("{:.1} s", d.as_secs_f64())
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms >= 1000.0 {
+        format!("{:.1} s", ms / 1000.0)
+    } else if ms >= 10.0 {
+        format!("{ms:.0} ms")
     } else {
-        format!("{} ms", d.as_millis())
+        format!("{ms:.1} ms")
     }
 }
 
@@ -269,6 +272,13 @@ fn report(cli: &Cli, o: &Outcome) -> String {
         },
         human(o.free_after)
     );
+    if !o.kept.is_empty() {
+        let _ = writeln!(
+            t,
+            "  kept:         {} from the card (no --set or Wi-Fi option given)",
+            o.kept.join(" and ")
+        );
+    }
     let cert = match &o.cert {
         CertOutcome::WouldIssue { replacing: None } => {
             "a new certificate and key would be issued (in memory; the dry run used a placeholder)"

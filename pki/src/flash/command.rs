@@ -250,6 +250,8 @@ pub struct Outcome {
     pub files: Vec<(String, usize)>,
     /// Whether an earlier `/autoprov/` was replaced.
     pub replaced_bundle: bool,
+    /// Files of the earlier bundle whose settings were carried over (inject).
+    pub kept: Vec<&'static str>,
     /// Free space left on the boot partition.
     pub free_after: u64,
     /// The certificate.
@@ -651,6 +653,7 @@ impl Outcome {
             boot,
             files: file_list(&plan.bundle),
             replaced_bundle: trial.replaced,
+            kept: Vec::new(),
             free_after: trial.free_after,
             cert: match &common.identity {
                 Identity::Reuse { .. } => CertOutcome::Reused {
@@ -767,11 +770,35 @@ pub fn prepare_inject(pki: &mut Pki, req: InjectRequest) -> Result<Prepared, Err
         }
         .into());
     }
-    let old = Wiped(file.bytes(boot.start, boot.len as usize).map_err(io_err)?);
+    let mut old = Wiped(file.bytes(boot.start, boot.len as usize).map_err(io_err)?);
+    // A rotation must not lose what the card was set up with: without new --set or Wi-Fi
+    // options, the card's device.toml settings and wifi.conf go into the new bundle.
+    let mut common = common;
+    let mut kept = Vec::new();
+    let on_card = fat::read_files(&mut old).map_err(|source| FlashError::Fat {
+        medium: name.clone(),
+        number: boot.number,
+        source,
+    })?;
+    if common.options.settings.is_empty()
+        && let Some(text) = on_card.get(autoprov_bundle::DEVICE_CONFIG)
+    {
+        common.options.settings = super::settings::from_card(text)?;
+        if !common.options.settings.is_empty() {
+            kept.push(autoprov_bundle::DEVICE_CONFIG);
+        }
+    }
+    if common.options.wifi_conf.is_none()
+        && let Some(wifi) = on_card.get(autoprov_bundle::WIFI_CONF)
+    {
+        common.options.wifi_conf = Some(Zeroizing::new(wifi.clone()));
+        kept.push(autoprov_bundle::WIFI_CONF);
+    }
+    drop(on_card);
     let inspect = t.elapsed();
     let plan = plan_identity(pki, &common, FlashKind::Inject)?;
     let trial = trial(&old, &plan.bundle, &name, boot.number)?;
-    let outcome = Outcome::planned(
+    let mut outcome = Outcome::planned(
         FlashKind::Inject,
         &common,
         &target,
@@ -781,6 +808,7 @@ pub fn prepare_inject(pki: &mut Pki, req: InjectRequest) -> Result<Prepared, Err
         &trial,
         inspect,
     );
+    outcome.kept = kept;
     Ok(Prepared {
         common,
         outcome,

@@ -417,27 +417,43 @@ fn remove_tree(dir: &Dir<'_, '_>, name: &str) -> Result<bool, FatError> {
 /// no such folder. fatfs wants a writable medium even to read, but changes nothing: access dates
 /// are not updated and the dirty flag is written only if it changed.
 pub fn read_bundle(fat: &mut [u8]) -> Result<Option<Bundle>, FatError> {
+    let mut files = read_files(fat)?;
+    if files.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Bundle::from_files(|name| Ok(files.remove(name)))?))
+}
+
+/// The files in `/autoprov/` of the FAT filesystem in `fat`, by name, each read up to the bundle
+/// size limit (one byte more, so that an oversized file is reported as such); empty if there is
+/// no such folder. Unlike [`read_bundle`] this checks nothing, for a card whose agent already
+/// imported the bundle and erased its key.
+pub fn read_files(fat: &mut [u8]) -> Result<std::collections::BTreeMap<String, Vec<u8>>, FatError> {
     let fs = open(fat)?;
     let root = fs.root_dir();
     let dir = match root.open_dir(CARD_FOLDER) {
         Ok(d) => d,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Default::default()),
         Err(e) => return Err(FatError::Damaged(e)),
     };
-    let bundle = Bundle::from_files(|name| {
-        let mut file = match dir.open_file(name) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
+    let mut out = std::collections::BTreeMap::new();
+    for entry in dir.iter() {
+        let entry = entry.map_err(FatError::Damaged)?;
+        if !entry.is_file() {
+            continue;
+        }
         let mut data = Vec::new();
         io::Read::read_to_end(
-            &mut io::Read::take(&mut file, autoprov_bundle::MAX_FILE_SIZE as u64 + 1),
+            &mut io::Read::take(
+                &mut entry.to_file(),
+                autoprov_bundle::MAX_FILE_SIZE as u64 + 1,
+            ),
             &mut data,
-        )?;
-        Ok(Some(data))
-    })?;
-    Ok(Some(bundle))
+        )
+        .map_err(FatError::Damaged)?;
+        out.insert(entry.file_name(), data);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

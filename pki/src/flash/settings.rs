@@ -49,6 +49,11 @@ pub enum SettingsError {
         /// What is wrong and what to do.
         why: String,
     },
+    /// The `device.toml` already on the card cannot be carried over.
+    #[error(
+        "the card's /autoprov/device.toml cannot be kept ({0}); give the settings again with --set"
+    )]
+    Card(String),
     /// The SSID is not acceptable.
     #[error("--wifi-ssid: {0}")]
     Ssid(String),
@@ -68,7 +73,7 @@ fn literal(text: &str) -> toml::Value {
 
 /// Validates `settings` as the bundle's `device.toml` over the agent's compiled-in defaults, with
 /// the agent's own configuration code — the one schema there is.
-fn validate(settings: &toml::Table) -> Result<(), String> {
+pub(crate) fn validate(settings: &toml::Table) -> Result<(), String> {
     let text = toml::to_string(settings).map_err(|e| e.to_string())?;
     use autoprov_agent::config::{Config, ConfigError};
     Config::from_texts(&[(LAYER, &text)])
@@ -145,6 +150,22 @@ pub fn from_args(args: &[String]) -> Result<toml::Table, SettingsError> {
         why,
     })?;
     Ok(out)
+}
+
+/// The settings of a `device.toml` found on a card, without `device.id` (which comes from the
+/// certificate), checked like `--set` values.
+pub fn from_card(text: &[u8]) -> Result<toml::Table, SettingsError> {
+    let bad = |why: String| SettingsError::Card(why);
+    let text = std::str::from_utf8(text).map_err(|_| bad("is not UTF-8 text".into()))?;
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+    if let Some(toml::Value::Table(device)) = table.get_mut("device") {
+        device.remove("id");
+        if device.is_empty() {
+            table.remove("device");
+        }
+    }
+    validate(&table).map_err(bad)?;
+    Ok(table)
 }
 
 /// Reads at most a small file, naming it in errors.

@@ -65,30 +65,22 @@ pub enum TargetError {
         disk: String,
     },
     /// The disk holds the running system.
-    #[error(
-        "{path} (/dev/{disk}) holds the running system (/ is on {root}): refusing to overwrite it",
-        path = .path.display()
-    )]
+    #[error("{device} holds the running system (/ is on {root}): refusing to overwrite it")]
     HoldsRoot {
-        /// The path given.
-        path: PathBuf,
-        /// The disk.
-        disk: String,
+        /// The disk, as given and as the kernel names it.
+        device: String,
         /// The device mounted as `/`.
         root: String,
     },
     /// The disk or a partition of it is mounted.
     #[error(
-        "{path} (/dev/{disk}) is in use: {uses}; unmount it first (e.g. `umount {first}`), then run this again",
-        path = .path.display(),
+        "{device} is in use: {uses}; unmount it first (e.g. `umount {first}`), then run this again",
         uses = .uses.join(", "),
         first = .unmount.first().map(String::as_str).unwrap_or("…")
     )]
     InUse {
-        /// The path given.
-        path: PathBuf,
-        /// The disk.
-        disk: String,
+        /// The disk, as given and as the kernel names it.
+        device: String,
         /// What uses it, e.g. `/dev/sdb1 mounted on /media/FIRMWARE`.
         uses: Vec<String>,
         /// What to unmount.
@@ -96,15 +88,12 @@ pub enum TargetError {
     },
     /// The kernel does not mark the disk removable.
     #[error(
-        "{path} (/dev/{disk}, {description}) is not a removable disk ({flag} is 0): it looks like an internal or external hard disk. If it really is the card (some USB adapters do not say they are removable), add --force",
-        path = .path.display(),
+        "{device} ({description}) is not a removable disk ({flag} is 0): it looks like an internal or external hard disk. If it really is the card (some USB adapters do not say they are removable), add --force",
         flag = .flag.display()
     )]
     NotRemovable {
-        /// The path given.
-        path: PathBuf,
-        /// The disk.
-        disk: String,
+        /// The disk, as given and as the kernel names it.
+        device: String,
         /// Model and size.
         description: String,
         /// The sysfs file read.
@@ -322,6 +311,16 @@ fn name_of(sys: &System, devnum: &str) -> Option<String> {
     Some(target.file_name()?.to_string_lossy().into_owned())
 }
 
+/// `/dev/sdb`, or `/dev/disk/by-id/usb-… (/dev/sdb)` when the path given is another name.
+fn shown(path: &Path, name: &str) -> String {
+    let dev = format!("/dev/{name}");
+    if path == Path::new(&dev) {
+        dev
+    } else {
+        format!("{} ({dev})", path.display())
+    }
+}
+
 fn check_disk(
     sys: &System,
     path: &Path,
@@ -375,8 +374,7 @@ fn check_disk(
         && underlying(sys, &root_name, 0).iter().any(|n| ours(n))
     {
         return Err(TargetError::HoldsRoot {
-            path: path.to_owned(),
-            disk: name,
+            device: shown(path, &name),
             root: root.source.clone(),
         });
     }
@@ -415,8 +413,7 @@ fn check_disk(
     }
     if !uses.is_empty() {
         return Err(TargetError::InUse {
-            path: path.to_owned(),
-            disk: name,
+            device: shown(path, &name),
             uses,
             unmount,
         });
@@ -454,8 +451,7 @@ fn check_disk(
         "not removable, --force given".to_owned()
     } else {
         return Err(TargetError::NotRemovable {
-            path: path.to_owned(),
-            disk: name,
+            device: shown(path, &name),
             description: format!("{model}, {}", human(size)),
             flag,
         });

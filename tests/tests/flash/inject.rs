@@ -149,3 +149,63 @@ fn inject_dry_run_and_compressed_targets_change_nothing() {
     assert!(err.contains("missing.img"), "{err}");
     assert_eq!(f.certs(), certs);
 }
+
+#[test]
+fn inject_keeps_the_cards_settings_and_wifi_unless_new_ones_are_given() {
+    let f = Fixture::new();
+    let built = f.image("nixos", &Layout::default());
+    let card = f.path("card.img");
+    let psk = f.path("wifi.psk");
+    fs::write(&psk, "correct horse battery\n").unwrap();
+    f.ok(&[
+        "flash",
+        DEVICE,
+        "--image",
+        s(&built.img),
+        "--to",
+        s(&card),
+        "--wifi-ssid",
+        "FactoryFloor",
+        "--wifi-psk-file",
+        s(&psk),
+        "--set",
+        "mqtt.host=mqtt.example.net",
+    ]);
+    let first = read_card(&card, &built).bundle;
+    // The device booted: the agent imported the bundle and erased the key from the card.
+    let c = read_card(&card, &built);
+    let fat = c.fat.clone();
+    image::run(
+        std::process::Command::new("mdel")
+            .arg("-i")
+            .arg(&fat)
+            .arg("::/autoprov/device.key"),
+    );
+    image::write_at(&card, built.boot.start, &fat);
+
+    let out = f.ok(&["inject", DEVICE, "--to", s(&card)]);
+    assert!(
+        out.contains("kept:         device.toml and wifi.conf"),
+        "{out}"
+    );
+    let second = read_card(&card, &built).bundle;
+    assert_ne!(second.manifest().serial, first.manifest().serial);
+    assert_eq!(second.device_toml(), first.device_toml());
+    assert_eq!(second.wifi_conf(), first.wifi_conf());
+
+    f.ok(&[
+        "inject",
+        DEVICE,
+        "--to",
+        s(&card),
+        "--set",
+        "sensor.interval=1m",
+    ]);
+    let third = read_card(&card, &built).bundle;
+    let toml = std::str::from_utf8(third.device_toml()).unwrap();
+    assert!(
+        toml.contains("interval = \"1m\"") && !toml.contains("mqtt.example.net"),
+        "{toml}"
+    );
+    assert_eq!(third.wifi_conf(), first.wifi_conf());
+}
