@@ -201,13 +201,22 @@ fn bar(total: Option<u64>, prefix: &'static str, enabled: bool) -> ProgressBar {
     pb
 }
 
-/// A block device is flushed after every this many bytes.
+/// A block device is flushed, a file's writeback started, after every this many bytes.
 const WINDOW: u64 = 32 << 20;
 
 /// A written piece of the stream, kept for the verifier: part of the head, or a decoded chunk.
 enum Piece {
     Head(std::ops::Range<usize>),
     Chunk(Vec<u8>),
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        match self {
+            Piece::Head(r) => r.len(),
+            Piece::Chunk(b) => b.len(),
+        }
+    }
 }
 
 /// Writes the whole image to `target` (opened for writing at offset 0), flushes it, and verifies
@@ -246,6 +255,8 @@ fn write_image_with(
     let (recycle_tx, recycle_rx) = mpsc::channel::<Vec<u8>>();
     let (mark_tx, mark_rx) = mpsc::channel::<u64>();
     let (check_tx, check_rx) = mpsc::sync_channel::<(u64, Piece)>(VERIFY_QUEUE);
+    // Syncer → verifier: everything below this offset is on its way to the device.
+    let (handed_tx, handed_rx) = mpsc::channel::<u64>();
     let mut write_time = Duration::ZERO;
     let mut sync_time = Duration::ZERO;
     let mut written: u64 = 0;
@@ -278,7 +289,24 @@ fn write_image_with(
         });
         let syncer_pb = pb.clone();
         let syncer = s.spawn(move || -> Result<(), StreamError> {
+            let mut from = 0;
             for mark in mark_rx {
+                if !opts.flush_windows {
+                    // Starts the window's writeback now (DONTNEED writes dirty pages back
+                    // without waiting, then drops the clean ones), so that the disk is busy
+                    // while the rest is decoded instead of all at the final fsync — and a 1 GiB
+                    // image does not crowd the operator's page cache. Advice only: an error
+                    // changes nothing.
+                    let _ = rustix::fs::fadvise(
+                        file,
+                        from,
+                        NonZeroU64::new(mark - from),
+                        Advice::DontNeed,
+                    );
+                    from = mark;
+                    let _ = handed_tx.send(mark);
+                    continue;
+                }
                 if let Err(source) = file.sync_data() {
                     failed.store(true, Ordering::Relaxed);
                     return Err(StreamError::Sync {
@@ -287,6 +315,7 @@ fn write_image_with(
                     });
                 }
                 syncer_pb.set_position(mark);
+                let _ = handed_tx.send(mark);
             }
             Ok(())
         });
@@ -296,9 +325,21 @@ fn write_image_with(
             s.spawn(move || -> Result<ReadBack, StreamError> {
                 let run = || {
                     let mut v = Verifier::open(target_path, try_direct)?;
+                    let mut handed = 0;
                     for (at, piece) in check_rx {
                         if opts.interrupt.load(Ordering::Relaxed) {
                             return Err(StreamError::Interrupted);
+                        }
+                        // Read a piece once its window's writeback has started (or, at the
+                        // end, once the final fsync is done and the syncer has stopped): a
+                        // read that had to write back its own range first would turn the
+                        // stream into small synchronous writes.
+                        let end = at + piece.len() as u64;
+                        while handed < end {
+                            match handed_rx.recv() {
+                                Ok(m) => handed = m,
+                                Err(_) => break,
+                            }
                         }
                         match piece {
                             Piece::Head(r) => v.check(at, &head[r])?,
@@ -346,11 +387,10 @@ fn write_image_with(
                         source,
                     })?;
                 written += data.len() as u64;
-                if opts.flush_windows {
-                    if written / WINDOW > at / WINDOW {
-                        let _ = mark_tx.send(written);
-                    }
-                } else {
+                if written / WINDOW > at / WINDOW {
+                    let _ = mark_tx.send(written);
+                }
+                if !opts.flush_windows {
                     pb.set_position(written);
                 }
                 match piece {
