@@ -177,9 +177,27 @@ struct Layer {
 
 impl Layer {
     fn parse(file: PathBuf, text: String) -> Result<Self, ConfigError> {
-        let raw = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            file: file.clone(),
-            message: e.to_string().trim_end().to_owned(),
+        let raw = toml::from_str(&text).map_err(|e: toml::de::Error| {
+            // The parser's message quotes the line it stopped at: not when that may be a key.
+            let message = if holds_private_key(&text) {
+                let line = e.span().map_or(1, |r| {
+                    text.as_bytes()[..r.start.min(text.len())]
+                        .iter()
+                        .filter(|&&b| b == b'\n')
+                        .count()
+                        + 1
+                });
+                format!(
+                    "TOML parse error at line {line}: {} (the file holds a private key, which is not shown; keys belong in the credentials directory, not in configuration)",
+                    e.message().trim_end()
+                )
+            } else {
+                e.to_string().trim_end().to_owned()
+            };
+            ConfigError::Parse {
+                file: file.clone(),
+                message,
+            }
         })?;
         Ok(Self { file, text, raw })
     }
@@ -215,9 +233,43 @@ impl<T> Located<T> {
             file: self.file.clone(),
             line: self.line,
             field,
-            message: message.into(),
+            message: redact_private_keys(&message.into()),
         }
     }
+}
+
+const PEM_BEGIN: &str = "-----BEGIN ";
+
+fn holds_private_key(text: &str) -> bool {
+    text.contains("PRIVATE KEY-----")
+}
+
+/// Cuts PEM private-key blocks out of a message that quotes a value: a key pasted into a
+/// configuration file by mistake must not be copied into the journal by the error about it.
+pub fn redact_private_keys(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(start) = rest.find(PEM_BEGIN) {
+        let after = &rest[start + PEM_BEGIN.len()..];
+        let label_end = after.find("-----").unwrap_or(after.len());
+        if !after[..label_end].ends_with("PRIVATE KEY") {
+            out.push_str(&rest[..start + PEM_BEGIN.len()]);
+            rest = after;
+            continue;
+        }
+        let end_marker = format!("-----END {}-----", &after[..label_end]);
+        // Up to its END line, or, for a key cut short, to the end of the quoted value.
+        let end = after
+            .find(&end_marker)
+            .map(|i| i + end_marker.len())
+            .or_else(|| after.find('"'))
+            .unwrap_or(after.len());
+        out.push_str(&rest[..start]);
+        out.push_str("[a private key, not shown]");
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The last layer's value for one key.
@@ -914,6 +966,38 @@ mod tests {
         assert!(msg.contains("line 2: device.id"), "{msg}");
         let msg = error_of("[sensor]\nkind = \"dht22\"\n");
         assert!(msg.contains("line 2") && msg.contains("simulated"), "{msg}");
+    }
+
+    #[test]
+    fn a_private_key_in_a_value_or_a_file_is_never_quoted() {
+        let key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgsecretsecretsecret\n-----END PRIVATE KEY-----\n";
+        let msg = error_of(&format!("[mqtt]\nhost = {:?}\n", key.replace('\n', " ")));
+        assert!(
+            msg.contains("line 2: mqtt.host") && msg.contains("[a private key, not shown]"),
+            "{msg}"
+        );
+        assert!(!msg.contains("secret"), "{msg}");
+        let cut = &key[..60];
+        let msg = error_of(&format!("[mqtt]\nhost = {:?}\n", cut.replace('\n', " ")));
+        assert!(
+            !msg.contains("MIGH") && msg.contains("is not a host name"),
+            "{msg}"
+        );
+        let msg = error_of(&format!("[mqtt]\nhost = \"x\"\n{key}"));
+        assert!(
+            msg.contains("line 3") && msg.contains("private key"),
+            "{msg}"
+        );
+        assert!(!msg.contains("MIGH"), "{msg}");
+        // Other PEM blocks (certificates are public) are left as they are.
+        assert_eq!(
+            redact_private_keys("-----BEGIN CERTIFICATE----- abc -----END CERTIFICATE-----"),
+            "-----BEGIN CERTIFICATE----- abc -----END CERTIFICATE-----"
+        );
+        assert_eq!(
+            redact_private_keys("x \"-----BEGIN EC PRIVATE KEY----- abc\" y"),
+            "x \"[a private key, not shown]\" y"
+        );
     }
 
     #[test]

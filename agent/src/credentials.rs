@@ -120,6 +120,13 @@ pub struct Credentials {
     pub ca_file: PathBuf,
 }
 
+impl Drop for Credentials {
+    fn drop(&mut self) {
+        // rustls keeps its own copy for the connection; this one is wiped with the struct.
+        zeroize::Zeroize::zeroize(&mut self.key);
+    }
+}
+
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")

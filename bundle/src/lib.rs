@@ -254,17 +254,21 @@ impl Bundle {
         self.file(name).unwrap_or_default()
     }
 
-    /// Every file to write, manifest last, as (name, content) pairs.
+    /// Every file to write, manifest last, as (name, content) pairs; the copies are wiped when
+    /// dropped, as one of them is the private key.
     ///
     /// Writers should write the manifest last so that a torn write leaves a bundle that fails its
     /// check rather than one that passes with stale files.
-    pub fn files(&self) -> Vec<(&str, Vec<u8>)> {
-        let mut out: Vec<(&str, Vec<u8>)> = self
+    pub fn files(&self) -> Vec<(&str, Zeroizing<Vec<u8>>)> {
+        let mut out: Vec<(&str, Zeroizing<Vec<u8>>)> = self
             .files
             .iter()
-            .map(|(name, data)| (name.as_str(), data.to_vec()))
+            .map(|(name, data)| (name.as_str(), data.clone()))
             .collect();
-        out.push((MANIFEST, self.manifest.to_toml().into_bytes()));
+        out.push((
+            MANIFEST,
+            Zeroizing::new(self.manifest.to_toml().into_bytes()),
+        ));
         out
     }
 
@@ -313,7 +317,7 @@ pub(crate) mod tests {
         let files: BTreeMap<String, Vec<u8>> = b
             .files()
             .into_iter()
-            .map(|(n, d)| (n.to_owned(), d))
+            .map(|(n, d)| (n.to_owned(), d.to_vec()))
             .collect();
         move |name| Ok(files.get(name).cloned())
     }
@@ -338,7 +342,7 @@ pub(crate) mod tests {
         let mut files: BTreeMap<String, Vec<u8>> = b
             .files()
             .into_iter()
-            .map(|(n, d)| (n.to_owned(), d))
+            .map(|(n, d)| (n.to_owned(), d.to_vec()))
             .collect();
         files.get_mut(CA_CERT).unwrap().push(b'!');
         let err = Bundle::from_files(|n| Ok(files.get(n).cloned())).unwrap_err();
@@ -354,7 +358,7 @@ pub(crate) mod tests {
         let mut files: BTreeMap<String, Vec<u8>> = b
             .files()
             .into_iter()
-            .map(|(n, d)| (n.to_owned(), d))
+            .map(|(n, d)| (n.to_owned(), d.to_vec()))
             .collect();
         files.remove(DEVICE_KEY);
         let err = Bundle::from_files(|n| Ok(files.get(n).cloned())).unwrap_err();

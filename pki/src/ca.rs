@@ -173,7 +173,7 @@ pub fn spki_key_type(spki: &SubjectPublicKeyInfo<'_>) -> String {
 struct LazyKey {
     path: PathBuf,
     pem: zeroize::Zeroizing<String>,
-    key: std::sync::OnceLock<KeyPair>,
+    key: std::sync::OnceLock<zeroize::Zeroizing<KeyPair>>,
 }
 
 impl LazyKey {
@@ -305,7 +305,7 @@ impl Ca {
             Validity::for_ca(now, opts.root_days)?,
             opts.single_tier,
         )?;
-        let root_cert = root_params.self_signed(&root_key).map_err(sign_err)?;
+        let root_cert = root_params.self_signed(&*root_key).map_err(sign_err)?;
         let mut files = vec![
             (ROOT_KEY, key_pem(&root_key, opts.encrypt.as_ref())?, 0o600),
             (ROOT_CERT, zeroize::Zeroizing::new(root_cert.pem()), 0o644),
@@ -321,9 +321,9 @@ impl Ca {
                 not_after: validity.not_after.min(root_params.not_after),
                 ..validity
             };
-            let root_issuer = Issuer::new(root_params, &root_key);
+            let root_issuer = Issuer::new(root_params, &*root_key);
             let cert = profile::issuing(&opts.name, validity)?
-                .signed_by(&issuing_key, &root_issuer)
+                .signed_by(&*issuing_key, &root_issuer)
                 .map_err(sign_err)?;
             files.insert(
                 1,

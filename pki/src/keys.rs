@@ -83,10 +83,11 @@ impl KeyType {
         }
     }
 
-    /// Generates a fresh key pair of this type.
-    pub fn generate(self) -> Result<KeyPair, KeyError> {
+    /// Generates a fresh key pair of this type, wiped when dropped (as far as rcgen can: its
+    /// serialized key; ring's own copy is ring's).
+    pub fn generate(self) -> Result<Zeroizing<KeyPair>, KeyError> {
         let fail = |e: &dyn fmt::Display| KeyError::Generate(self, e.to_string());
-        match self {
+        let key = match self {
             KeyType::EcdsaP256 => {
                 KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| fail(&e))
             }
@@ -100,7 +101,8 @@ impl KeyType {
                 let der = key.to_pkcs8_der().map_err(|e| fail(&e))?;
                 KeyPair::try_from(der.as_bytes()).map_err(|e| fail(&e))
             }
-        }
+        }?;
+        Ok(Zeroizing::new(key))
     }
 }
 
@@ -167,10 +169,13 @@ pub fn is_encrypted(pem: &str) -> bool {
 }
 
 /// Reads a PKCS#8 PEM key, decrypting it with `passphrase` if it is encrypted.
-pub fn from_pem(pem: &str, passphrase: Option<&Passphrase>) -> Result<KeyPair, KeyError> {
+pub fn from_pem(
+    pem: &str,
+    passphrase: Option<&Passphrase>,
+) -> Result<Zeroizing<KeyPair>, KeyError> {
     let (label, doc) =
         SecretDocument::from_pem(pem).map_err(|e| KeyError::Unreadable(e.to_string()))?;
-    let der = match label {
+    let der = Zeroizing::new(match label {
         PLAIN_LABEL => doc.to_bytes(),
         ENCRYPTED_LABEL => {
             let passphrase = passphrase.ok_or(KeyError::PassphraseRequired)?;
@@ -185,8 +190,10 @@ pub fn from_pem(pem: &str, passphrase: Option<&Passphrase>) -> Result<KeyPair, K
                 "PEM label {other:?}, expected {PLAIN_LABEL:?}"
             )));
         }
-    };
-    KeyPair::try_from(der.as_slice()).map_err(|e| KeyError::Unreadable(e.to_string()))
+    });
+    KeyPair::try_from(der.as_slice())
+        .map(Zeroizing::new)
+        .map_err(|e| KeyError::Unreadable(e.to_string()))
 }
 
 #[cfg(test)]

@@ -370,7 +370,7 @@ impl Pki {
         let serial_hex = profile::serial_hex(&serial);
         let key = key_type.generate()?;
         let cert = make(validity, serial)?
-            .signed_by(&key, issuer)
+            .signed_by(&*key, issuer)
             .map_err(|e| Error::Sign(e.to_string()))?;
         Ok(Signed {
             subject: subject.to_owned(),
@@ -485,7 +485,7 @@ impl Pki {
         let serial_hex = profile::serial_hex(&serial);
         let key = opts.key_type.generate()?;
         let cert = profile::device(id.as_str(), validity, serial)
-            .self_signed(&key)
+            .self_signed(&*key)
             .map_err(|e| Error::Sign(e.to_string()))?;
         let signed = Signed {
             subject: id.to_string(),
@@ -689,7 +689,7 @@ impl Pki {
             Validity::for_leaf(profile::now(), profile::VERIFICATION_DAYS, &cert.validity)?;
         let key = KeyType::EcdsaP256.generate()?;
         let cert = profile::verification(code, validity)?
-            .signed_by(&key, &issuer)
+            .signed_by(&*key, &issuer)
             .map_err(|e| Error::Sign(e.to_string()))?;
         Ok(cert.pem())
     }

@@ -301,11 +301,11 @@ mod tests {
             not_before: ca_params.not_before,
             not_after: ca_params.not_after,
         };
-        let issuer = Issuer::new(ca_params, &ca_key);
+        let issuer = Issuer::new(ca_params, &*ca_key);
         let key = KeyType::EcdsaP256.generate().unwrap();
         let validity = Validity::for_leaf(now, 730, &ca_validity).unwrap();
         let der = device("sensor-007", validity, random_serial().unwrap())
-            .signed_by(&key, &issuer)
+            .signed_by(&*key, &issuer)
             .unwrap()
             .der()
             .to_vec();

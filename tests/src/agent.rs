@@ -217,5 +217,6 @@ impl AgentProcess {
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill9();
+        crate::leaks::keep_log(&self.log, "agent.log");
     }
 }

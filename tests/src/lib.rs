@@ -11,6 +11,7 @@
 //! - [`image`]: SD card images built like nixpkgs' sd-image, with sfdisk, mkfs.vfat, mkfs.ext4
 //!   and zstd, and the third-party readers (fsck.fat, mcopy) results are checked with.
 //! - [`jitp`]: a stand-in for AWS IoT Core's front with just-in-time provisioning, before Mosquitto.
+//! - [`leaks`]: the record of keys made and logs written, for the suite-wide key leak check.
 //! - [`netns`]: two network namespaces joined by a veth pair, and a link that can be cut.
 //! - [`faults`]: the fault soak's forms, random moments, mounts that fill up or refuse writes,
 //!   the agent's test-only clock, reconnect attempts read from a log, and the figures.
@@ -26,6 +27,7 @@ pub mod dps;
 pub mod faults;
 pub mod image;
 pub mod jitp;
+pub mod leaks;
 pub mod mosquitto;
 pub mod netns;
 pub mod pki;

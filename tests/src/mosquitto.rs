@@ -295,6 +295,7 @@ impl Mosquitto {
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.kill();
+        crate::leaks::keep_log(&self.log_path(), "mosquitto.log");
     }
 }
 

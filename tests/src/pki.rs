@@ -46,6 +46,7 @@ impl TestPki {
         };
         let issued = self.pki.issue_device(&id, &opts).expect("issue device");
         self.pki.activate(&issued, false).expect("activate");
+        crate::leaks::record_key(issued.bundle.device_key());
         issued.bundle
     }
 
@@ -57,7 +58,39 @@ impl TestPki {
             .rotate_device(&id, &IssueOptions::default())
             .expect("rotate device");
         self.pki.activate(&issued, false).expect("activate");
+        crate::leaks::record_key(issued.bundle.device_key());
         issued.bundle
+    }
+
+    /// A device bundle whose certificate is valid from `not_before` to `not_after` (Unix
+    /// seconds): the project's device profile and issuing CA, with a validity no `autoprov`
+    /// command would choose — to show what a broker does with expired and not-yet-valid
+    /// certificates. It is not recorded in the inventory.
+    pub fn device_valid_between(&self, id: &str, not_before: i64, not_after: i64) -> Bundle {
+        let at = |t: i64| time::OffsetDateTime::from_unix_timestamp(t).expect("a valid time");
+        let validity = autoprov::profile::Validity {
+            not_before: at(not_before),
+            not_after: at(not_after),
+        };
+        let serial = autoprov::profile::random_serial().expect("serial");
+        let serial_hex = autoprov::profile::serial_hex(&serial);
+        let key = autoprov::KeyType::EcdsaP256.generate().expect("key");
+        let ca = self.pki.ca();
+        let cert = autoprov::profile::device(id, validity, serial)
+            .signed_by(&*key, &ca.signer_issuer().expect("issuing CA"))
+            .expect("sign");
+        let key_pem = autoprov::keys::to_pem(&key);
+        crate::leaks::record_key(key_pem.as_bytes());
+        Bundle::new(autoprov_bundle::Contents {
+            device_id: DeviceId::new(id).expect("valid device id"),
+            serial: serial_hex,
+            created_at: autoprov::profile::rfc3339(autoprov::profile::now()),
+            device_crt: format!("{}{}", cert.pem(), ca.chain_pem()).into_bytes(),
+            device_key: zeroize::Zeroizing::new(key_pem.as_bytes().to_vec()),
+            ca_crt: ca.root().pem.clone().into_bytes(),
+            device_toml: format!("[device]\nid = \"{id}\"\n").into_bytes(),
+            wifi_conf: None,
+        })
     }
 
     /// A server certificate for `localhost` and 127.0.0.1.
@@ -79,7 +112,10 @@ impl TestPki {
             .expect("activate server");
         ServerTls {
             chain_pem: s.chain_pem,
-            key_pem: s.key_pem.to_string(),
+            key_pem: {
+                crate::leaks::record_key(s.key_pem.as_bytes());
+                s.key_pem.to_string()
+            },
             ca_pem: s.ca_pem,
         }
     }

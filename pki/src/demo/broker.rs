@@ -117,7 +117,7 @@ pub struct BrokerTls {
     /// Server certificate chain, PEM, leaf first.
     pub chain_pem: String,
     /// Server key, PKCS#8 PEM.
-    pub key_pem: String,
+    pub key_pem: zeroize::Zeroizing<String>,
     /// The fleet root, PEM: client chains must lead to it.
     pub ca_pem: String,
 }

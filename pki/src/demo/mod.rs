@@ -325,7 +325,7 @@ impl<'a> Demo<'a> {
         let broker = Broker::start(
             BrokerTls {
                 chain_pem: server.chain_pem.clone(),
-                key_pem: server.key_pem.to_string(),
+                key_pem: server.key_pem.clone(),
                 ca_pem: server.ca_pem.clone(),
             },
             tx,

@@ -492,7 +492,7 @@ fn file_list(bundle: &Bundle) -> Vec<(String, usize)> {
     bundle
         .files()
         .into_iter()
-        .map(|(n, d)| (n.to_owned(), Zeroizing::new(d).len()))
+        .map(|(n, d)| (n.to_owned(), d.len()))
         .collect()
 }
 
