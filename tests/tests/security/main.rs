@@ -4,6 +4,7 @@
 
 mod access;
 mod keys;
+mod network;
 mod validity;
 
 use std::path::Path;
