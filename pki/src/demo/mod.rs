@@ -17,6 +17,7 @@
 
 pub mod broker;
 mod device;
+mod report;
 mod screen;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,7 @@ use autoprov_bundle::DeviceId;
 use crate::{InitOptions, IssueOptions, Issued, Pki};
 use broker::{Broker, BrokerError, BrokerEvent, BrokerTls};
 use device::{AgentThread, Device};
+pub use report::{DemoReport, DeviceReport, Rotation};
 use screen::Screen;
 
 /// What the demo does and how long.
@@ -120,57 +122,6 @@ fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
         path: path.to_owned(),
         source,
     }
-}
-
-/// What the demo saw of one device.
-#[derive(Debug, Clone, Default)]
-pub struct DeviceReport {
-    /// The device id.
-    pub id: String,
-    /// Every certificate serial it connected with, in order.
-    pub serials: Vec<String>,
-    /// Readings accepted by the broker (duplicates included).
-    pub readings: u64,
-    /// The distinct seq values received, sorted.
-    pub seqs: Vec<u64>,
-    /// Seqs missing between 1 and the highest received.
-    pub gaps: Vec<u64>,
-    /// Whether it is connected now.
-    pub connected: bool,
-    /// The last measurement: temperature, humidity.
-    pub last: Option<(f64, f64)>,
-    /// When the last reading arrived.
-    pub last_at: Option<Instant>,
-}
-
-/// What the demo showed, and which of its checks failed.
-#[derive(Debug, Clone, Default)]
-pub struct DemoReport {
-    /// Per device, in id order.
-    pub devices: Vec<DeviceReport>,
-    /// Why the broker refused the card from another CA, if it did.
-    pub rogue_refused: Option<String>,
-    /// The rotated device, its old and new serial, and the first seq under the new one.
-    pub rotation: Option<Rotation>,
-    /// Why the broker refused the clone of the old card after revocation, if it did.
-    pub revoked_refused: Option<String>,
-    /// Every check that failed, in words.
-    pub failures: Vec<String>,
-}
-
-/// A rotation as the demo saw it.
-#[derive(Debug, Clone)]
-pub struct Rotation {
-    /// The device.
-    pub device: String,
-    /// The certificate before.
-    pub old_serial: String,
-    /// The certificate after.
-    pub new_serial: String,
-    /// The highest seq received under the old certificate.
-    pub last_old_seq: Option<u64>,
-    /// The lowest seq received under the new certificate.
-    pub first_new_seq: Option<u64>,
 }
 
 /// The working directory: kept, or removed at the end.
@@ -582,10 +533,10 @@ impl<'a> Demo<'a> {
         let i = self.devices.len() - 1;
         let id = self.devices[i].id.clone();
         let name = id.to_string();
-        let old = self
-            .issued
-            .remove(&name)
-            .ok_or_else(|| DemoError::Usage(format!("{name} was never issued")))?;
+        let old = self.issued.remove(&name).ok_or_else(|| DemoError::Device {
+            device: name.clone(),
+            why: "no certificate was issued to rotate".into(),
+        })?;
         if let Some(mut a) = self.agents.remove(&name)
             && let Some(why) = a.stop()
         {
@@ -859,60 +810,7 @@ impl<'a> Demo<'a> {
     }
 
     fn summary(&mut self, report: &DemoReport) -> Result<(), DemoError> {
-        let mut lines = vec![String::new(), "what happened:".to_owned()];
-        for r in &report.devices {
-            let range = match (r.seqs.first(), r.seqs.last()) {
-                (Some(a), Some(b)) => format!("seq {a}..{b}"),
-                _ => "no seq".into(),
-            };
-            lines.push(format!(
-                "  {}: {} readings, {range}, {} under its own identity, certificate(s) {}",
-                r.id,
-                r.readings,
-                if r.gaps.is_empty() {
-                    "contiguous"
-                } else {
-                    "WITH GAPS"
-                },
-                r.serials
-                    .iter()
-                    .map(|s| short(s))
-                    .collect::<Vec<_>>()
-                    .join(" -> ")
-            ));
-        }
-        if let Some(why) = &report.rogue_refused {
-            lines.push(format!("  rogue card (another CA): refused ({why})"));
-        }
-        if let Some(rot) = &report.rotation {
-            lines.push(format!(
-                "  rotation of {}: {} -> {}, last seq {} under the old certificate, first {} under the new",
-                rot.device,
-                short(&rot.old_serial),
-                short(&rot.new_serial),
-                rot.last_old_seq.map_or("-".into(), |s| s.to_string()),
-                rot.first_new_seq.map_or("-".into(), |s| s.to_string()),
-            ));
-        }
-        if let Some(why) = &report.revoked_refused {
-            lines.push(format!("  clone of the revoked card: refused ({why})"));
-        }
-        if report.failures.is_empty() {
-            lines.push("every check passed".into());
-        } else {
-            for f in &report.failures {
-                lines.push(format!("  FAILED: {f}"));
-            }
-        }
-        lines.push(match self.opts.keep {
-            Some(ref dir) => format!(
-                "everything is kept in {}: pki/ (try `autoprov --pki-dir {} list`), cards/, devices/, broker/readings.jsonl, agents.log",
-                dir.display(),
-                dir.join("pki").display()
-            ),
-            None => "the temporary directory is removed (use --keep DIR to inspect it)".into(),
-        });
-        for l in lines {
+        for l in report.lines(self.opts.keep.as_deref()) {
             writeln!(self.out, "{l}").map_err(DemoError::Output)?;
         }
         Ok(())
