@@ -6,6 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::Cli;
 use crate::Error;
+use crate::cli::output::outln;
 use crate::cloud::aws::{self, AwsOptions, CertificateMode};
 use crate::cloud::{SetupFile, write_setup};
 
@@ -92,17 +93,17 @@ fn setup(cli: &Cli, args: &SetupArgs) -> Result<(), Error> {
     let pki = cli.open(opts.registration_code.is_some())?;
     let setup = aws::setup(&pki, &opts)?;
     write_setup(&setup.files, &args.out, args.force)?;
-    println!(
+    outln!(
         "wrote the AWS IoT Core JITP setup for {} to {}",
         setup.ca_subject,
         args.out.display()
     );
-    println!(
+    outln!(
         "  CA certificate id (SHA-256) {} ({} mode)",
         setup.ca_fingerprint,
         opts.mode.as_aws()
     );
-    println!(
+    outln!(
         "  JITP role  {}{}",
         setup.role_arn,
         if setup.creates_role {
@@ -111,12 +112,13 @@ fn setup(cli: &Cli, args: &SetupArgs) -> Result<(), Error> {
             ""
         }
     );
-    println!(
+    outln!(
         "  policy     {}: connect as its own thing name, publish to {}/<device id>/*",
-        opts.policy_name, opts.topic_prefix
+        opts.policy_name,
+        opts.topic_prefix
     );
     list_files(&setup.files);
-    println!(
+    outln!(
         "Next: read {0}/setup.sh, then run it (or deploy {0}/cloudformation.yaml).",
         args.out.display()
     );
@@ -126,6 +128,6 @@ fn setup(cli: &Cli, args: &SetupArgs) -> Result<(), Error> {
 /// Prints the files written, one per line.
 pub(super) fn list_files(files: &[SetupFile]) {
     for f in files {
-        println!("  {}", f.name);
+        outln!("  {}", f.name);
     }
 }

@@ -7,6 +7,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use super::Cli;
 use super::aws::list_files;
 use crate::Error;
+use crate::cli::output::outln;
 use crate::cloud::azure::{self, AzureOptions, Verification};
 use crate::cloud::write_setup;
 
@@ -78,16 +79,18 @@ fn setup(cli: &Cli, args: &SetupArgs) -> Result<(), Error> {
     let pki = cli.open(false)?;
     let setup = azure::setup(&pki, &opts)?;
     write_setup(&setup.files, &args.out, args.force)?;
-    println!(
+    outln!(
         "wrote the Azure DPS setup for {} to {}",
         setup.ca_subject,
         args.out.display()
     );
-    println!(
+    outln!(
         "  CA certificate {} in DPS {} (SHA-256 {})",
-        setup.certificate_name, opts.dps, setup.ca_fingerprint
+        setup.certificate_name,
+        opts.dps,
+        setup.ca_fingerprint
     );
-    println!(
+    outln!(
         "  enrollment group {} -> {}",
         opts.enrollment_id,
         opts.hub
@@ -96,7 +99,7 @@ fn setup(cli: &Cli, args: &SetupArgs) -> Result<(), Error> {
             .unwrap_or_else(|| "the DPS's linked hubs".into())
     );
     list_files(&setup.files);
-    println!(
+    outln!(
         "Next: read {}/setup.sh, then run it after `az login`; it prints the ID scope.",
         args.out.display()
     );

@@ -6,6 +6,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::{Cli, output, passphrase};
 use crate::ca::{CaCert, InitOptions};
+use crate::cli::output::{out, outln};
 use crate::{Error, InitOutcome, KeyType, Pki, Signer, fsutil, profile};
 
 /// `autoprov ca …`
@@ -115,7 +116,7 @@ fn init(cli: &Cli, args: &InitArgs) -> Result<(), Error> {
     let ca = pki.ca();
     match outcome {
         InitOutcome::AlreadyInitialised => {
-            println!(
+            outln!(
                 "{} already holds a CA (already initialised); nothing was changed.",
                 dir.display()
             );
@@ -126,7 +127,7 @@ fn init(cli: &Cli, args: &InitArgs) -> Result<(), Error> {
             return Ok(());
         }
         InitOutcome::InventoryRecreated => {
-            println!(
+            outln!(
                 "{} already holds a CA, but {} was missing: created an empty inventory (certificates issued before are not listed).",
                 dir.display(),
                 crate::INVENTORY
@@ -140,7 +141,7 @@ fn init(cli: &Cli, args: &InitArgs) -> Result<(), Error> {
     } else {
         "single tier: the root signs devices"
     };
-    println!(
+    outln!(
         "created the CA in {} ({}, {tiers})",
         dir.display(),
         args.key_type
@@ -159,8 +160,8 @@ fn init(cli: &Cli, args: &InitArgs) -> Result<(), Error> {
     } else {
         "not encrypted"
     };
-    println!("keys: {keys} (mode 0600, {enc})");
-    println!(
+    outln!("keys: {keys} (mode 0600, {enc})");
+    outln!(
         "Back up {} offline now: without root.key no new device can join this fleet.",
         dir.display()
     );
@@ -168,16 +169,16 @@ fn init(cli: &Cli, args: &InitArgs) -> Result<(), Error> {
 }
 
 fn print_cert(role: &str, c: &CaCert) {
-    println!("  {role:<8} {}", c.path.display());
-    println!("           subject     {}", c.subject);
-    println!("           sha256      {}", c.fingerprint);
-    println!(
+    outln!("  {role:<8} {}", c.path.display());
+    outln!("           subject     {}", c.subject);
+    outln!("           sha256      {}", c.fingerprint);
+    outln!(
         "           valid       {} .. {} ({} days left)",
         profile::rfc3339(c.validity.not_before),
         profile::rfc3339(c.validity.not_after),
         output::days_left(c.validity.not_after)
     );
-    println!("           key         {}", c.key_type);
+    outln!("           key         {}", c.key_type);
 }
 
 fn show(cli: &Cli) -> Result<(), Error> {
@@ -186,7 +187,7 @@ fn show(cli: &Cli) -> Result<(), Error> {
     print_cert("root", ca.root());
     match ca.issuing() {
         Some(issuing) => print_cert("issuing", issuing),
-        None => println!("  (single tier: the root signs device certificates)"),
+        None => outln!("  (single tier: the root signs device certificates)"),
     }
     Ok(())
 }
@@ -211,7 +212,7 @@ fn verification(cli: &Cli, args: &VerificationArgs) -> Result<(), Error> {
                 }
             );
         }
-        None => print!("{pem}"),
+        None => out!("{pem}"),
     }
     Ok(())
 }

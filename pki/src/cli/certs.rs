@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::ca::parse_key_type;
 use super::{Cli, output};
+use crate::cli::output::outln;
 use crate::inventory::{CertRow, Kind, Status};
 use crate::{DeviceId, Error, IssueOptions, Issued, KeyType, ServerOptions, fsutil, profile};
 
@@ -125,11 +126,12 @@ fn opts(days: u32, key_type: KeyType) -> IssueOptions {
 }
 
 fn report_issued(verb: &str, id: &DeviceId, issued: &Issued, out: &std::path::Path) {
-    println!(
+    outln!(
         "{verb} {id}: serial {}, valid until {}",
-        issued.serial, issued.not_after
+        issued.serial,
+        issued.not_after
     );
-    println!(
+    outln!(
         "bundle written to {} ({})",
         out.display(),
         issued
@@ -165,9 +167,9 @@ pub fn rotate(cli: &Cli, args: &RotateArgs) -> Result<(), Error> {
     )?;
     report_issued("rotated", &args.device_id, &issued, &args.out);
     if args.revoke_previous {
-        println!("the previous certificate is revoked and crl.pem regenerated");
+        outln!("the previous certificate is revoked and crl.pem regenerated");
     } else {
-        println!(
+        outln!(
             "the previous certificate is superseded: it keeps working until the card is re-flashed (revoke it later with `autoprov revoke {} --serial …`)",
             args.device_id
         );
@@ -199,11 +201,13 @@ pub fn issue_server(cli: &Cli, args: &IssueServerArgs) -> Result<(), Error> {
         return Err(e.into());
     }
     pki.activate_serial(&server.serial, false)?;
-    println!(
+    outln!(
         "issued server certificate {}: serial {}, valid until {}",
-        args.name, server.serial, server.not_after
+        args.name,
+        server.serial,
+        server.not_after
     );
-    println!(
+    outln!(
         "written to {} (server.crt, server.key, ca.crt)",
         args.out.display()
     );
@@ -282,18 +286,18 @@ pub fn revoke(cli: &Cli, args: &RevokeArgs) -> Result<(), Error> {
     let (rows, crl) = pki.revoke(&args.device_id, args.serial.as_deref(), &args.reason)?;
     let id = &args.device_id;
     if rows.is_empty() {
-        println!("{id}: nothing to revoke, every certificate is already revoked");
+        outln!("{id}: nothing to revoke, every certificate is already revoked");
     }
     let revoked_dir = cli.pki_dir.join("revoked");
     for r in &rows {
-        println!(
+        outln!(
             "revoked {id} serial {} (was {}, reason {})",
             r.serial,
             r.status.name(),
             args.reason
         );
-        println!("  AWS certificate id: {}", r.fingerprint);
-        println!(
+        outln!("  AWS certificate id: {}", r.fingerprint);
+        outln!(
             "  AWS:   aws iot update-certificate --certificate-id {} --new-status REVOKED",
             r.fingerprint
         );
@@ -303,18 +307,18 @@ pub fn revoke(cli: &Cli, args: &RevokeArgs) -> Result<(), Error> {
             std::fs::create_dir_all(&revoked_dir).map_err(fsutil::at(&revoked_dir))?;
             let path = revoked_dir.join(format!("{id}-{}.crt", r.serial));
             fsutil::write_replace(&path, pem.as_bytes(), 0o644)?;
-            println!(
+            outln!(
                 "  Azure: az iot dps enrollment create --dps-name DPS --resource-group RG --enrollment-id {id} --attestation-type x509 --certificate-path {} --provisioning-status disabled",
                 path.display()
             );
         }
     }
     if !rows.is_empty() {
-        println!(
+        outln!(
             "  Azure: az iot hub device-identity update --hub-name HUB --device-id {id} --set status=disabled"
         );
     }
-    println!(
+    outln!(
         "{} regenerated: {} revoked certificate(s), CRL number {}, next update {}",
         cli.pki_dir.join(crate::CRL).display(),
         crl.entries,
@@ -331,7 +335,7 @@ fn pem_cert(der: &[u8]) -> String {
 pub fn crl(cli: &Cli, args: &CrlArgs) -> Result<(), Error> {
     let mut pki = cli.open(true)?;
     let crl = pki.write_crl(args.next_update_days)?;
-    println!(
+    outln!(
         "{} regenerated: {} revoked certificate(s), CRL number {}, next update {}",
         cli.pki_dir.join(crate::CRL).display(),
         crl.entries,
@@ -340,7 +344,7 @@ pub fn crl(cli: &Cli, args: &CrlArgs) -> Result<(), Error> {
     );
     if let Some(out) = &args.out {
         fsutil::write_replace(out, crl.pem.as_bytes(), 0o644)?;
-        println!("copied to {}", out.display());
+        outln!("copied to {}", out.display());
     }
     Ok(())
 }

@@ -207,3 +207,24 @@ fn interrupted_issuance_is_listed_pending_and_revoked_when_the_device_is_issued_
         "the interrupted certificate is in the CRL"
     );
 }
+
+#[test]
+fn revoke_into_a_closed_pipe_still_revokes_and_does_not_panic() {
+    // `autoprov revoke sensor-1 | head -1`: the reader leaves before the output ends.
+    let f = Fleet::with_ca(&[]);
+    f.issue("sensor-1");
+    let mut child = f
+        .cmd(&["revoke", "sensor-1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let st = f.statuses("sensor-1");
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0].1, "revoked");
+}
