@@ -13,6 +13,11 @@ use std::path::{Path, PathBuf};
 /// File name in the state directory.
 pub const SEQ_FILE: &str = "seq";
 
+/// The largest sequence number: the largest integer every JSON consumer reads exactly (2^53 - 1;
+/// JavaScript and most JSON libraries hold numbers as doubles). At one reading a second it lasts
+/// for hundreds of millions of years, so a stored number above it is damage.
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
+
 /// Why the seq file could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum SeqError {
@@ -46,16 +51,21 @@ impl SeqAllocator {
     pub fn open(state_dir: &Path, spool_last: u64) -> Result<Self, SeqError> {
         let path = state_dir.join(SEQ_FILE);
         let stored = match fs::read_to_string(&path) {
-            Ok(text) => text.trim().parse::<u64>().map_err(|_| SeqError::Garbled {
-                path: path.clone(),
-                text: text.trim().chars().take(40).collect(),
-            })?,
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= MAX_SEQ)
+                .ok_or_else(|| SeqError::Garbled {
+                    path: path.clone(),
+                    text: text.trim().chars().take(40).collect(),
+                })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(source) => return Err(SeqError::Io { path, source }),
         };
         let mut alloc = Self {
             path,
-            next: stored.max(spool_last + 1).max(1),
+            next: stored.max(spool_last.saturating_add(1)).max(1),
         };
         alloc.persist()?;
         Ok(alloc)
@@ -112,5 +122,16 @@ mod tests {
         fs::write(tmp.path().join(SEQ_FILE), "banana").unwrap();
         let err = SeqAllocator::open(tmp.path(), 0).unwrap_err().to_string();
         assert!(err.contains("banana") && err.contains("seq"), "{err}");
+    }
+
+    #[test]
+    fn stored_number_past_max_seq_is_garbled() {
+        // A damaged file with u64::MAX used to overflow on the first `take`.
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(SEQ_FILE), format!("{}\n", u64::MAX)).unwrap();
+        let err = SeqAllocator::open(tmp.path(), 0).unwrap_err();
+        assert!(matches!(err, SeqError::Garbled { .. }), "{err}");
+        fs::write(tmp.path().join(SEQ_FILE), format!("{MAX_SEQ}\n")).unwrap();
+        assert_eq!(SeqAllocator::open(tmp.path(), 0).unwrap().take(), MAX_SEQ);
     }
 }

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::config::FsyncPolicy;
+use crate::seq::MAX_SEQ;
 
 /// Bytes before the body: length and CRC.
 const HEADER: usize = 8;
@@ -216,9 +217,19 @@ fn read_record(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<Result<Option
     if crc32fast::hash(buf) != crc {
         return Ok(Err(()));
     }
-    Ok(Ok(Some(u64::from_le_bytes(
-        buf[..8].try_into().unwrap_or_default(),
-    ))))
+    let seq = u64::from_le_bytes(buf[..8].try_into().unwrap_or_default());
+    // The allocator never goes past MAX_SEQ: a larger number is damage, and trusting it would
+    // leave no number for the next reading.
+    if seq > MAX_SEQ {
+        return Ok(Err(()));
+    }
+    Ok(Ok(Some(seq)))
+}
+
+/// The sequence number of a segment's first record, if it has a readable one.
+fn first_seq(path: &Path, buf: &mut Vec<u8>) -> io::Result<Option<u64>> {
+    let mut r = BufReader::with_capacity(HEADER + 64, File::open(path)?);
+    Ok(read_record(&mut r, buf)?.ok().flatten())
 }
 
 fn scan(path: &Path, after: u64, buf: &mut Vec<u8>) -> io::Result<Scan> {
@@ -295,22 +306,26 @@ impl Spool {
             }
             Err(fs::TryLockError::Error(e)) => return Err(io_at(&lock_path)(e)),
         }
+        let mut buf = Vec::new();
         let mut names = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_at(dir))? {
             let path = entry.map_err(io_at(dir))?.path();
             if path.extension().is_some_and(|e| e == SEGMENT_EXT)
-                && let Some(first) = path
+                && path
                     .file_stem()
                     .and_then(|s| s.to_str())
-                    .and_then(|s| s.parse::<u64>().ok())
+                    .is_some_and(|s| s.parse::<u64>().is_ok())
             {
-                names.push((first, path));
+                // Ordered by what they hold, not by name: a damaged directory may hold a file
+                // whose name no longer matches its first record, and ordering by name would
+                // then cut every record of a later segment as out of sequence.
+                let first = first_seq(&path, &mut buf).map_err(io_at(&path))?;
+                names.push((first.unwrap_or(0), path));
             }
         }
         names.sort();
         let mut stats = SpoolStats::default();
         let mut segments = VecDeque::new();
-        let mut buf = Vec::new();
         let mut last = 0;
         for (_, path) in names {
             let s = scan(&path, last, &mut buf).map_err(io_at(&path))?;
@@ -344,10 +359,14 @@ impl Spool {
             });
         }
         let acked_path = dir.join(ACKED_FILE);
-        let acked = fs::read_to_string(&acked_path)
+        let stored = fs::read_to_string(&acked_path)
             .ok()
             .and_then(|s| s.trim().parse::<u64>().ok())
             .unwrap_or(0);
+        // The newest segment is never deleted, so everything acknowledged is at most `last`. A
+        // larger `acked` is damage (or segments deleted by hand): believing it would skip the
+        // next readings as if they had been sent.
+        let acked = stored.min(last);
         let total = segments.iter().map(|s| s.size).sum();
         let first_segment = segments.front().map_or(0, |s| s.first);
         let mut spool = Self {
@@ -361,7 +380,7 @@ impl Spool {
             durable_seq: last,
             unsynced_since: None,
             acked,
-            acked_written: acked,
+            acked_written: stored,
             outstanding: VecDeque::new(),
             cursor: Cursor {
                 segment: first_segment,
@@ -372,6 +391,14 @@ impl Spool {
             _lock: lock,
             stats,
         };
+        if acked < stored {
+            tracing::warn!(
+                "spool {}: {ACKED_FILE} says {stored} but the spool ends at {last}; corrected",
+                dir.display()
+            );
+            // On disk before any new record: left as it is, it would cover the next readings.
+            spool.write_acked(true)?;
+        }
         spool.remove_acked_segments()?;
         spool.rewind();
         Ok(spool)
@@ -513,13 +540,25 @@ impl Spool {
 
     fn roll(&mut self, first: u64) -> Result<(), SpoolError> {
         self.sync()?;
-        let path = self.dir.join(segment_name(first));
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_at(&path))?;
+        // Named after its first record. A damaged directory may already hold a file of that
+        // name (misnamed, kept for what it holds): then any free name does, since `open` orders
+        // segments by content.
+        let mut name = first;
+        let (path, file) = loop {
+            let path = self.dir.join(segment_name(name));
+            match OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(file) => break (path, file),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && name < u64::MAX => {
+                    name += 1;
+                }
+                Err(e) => return Err(io_at(&path)(e)),
+            }
+        };
         sync_dir(&self.dir)?;
         self.writer = Some(file);
         self.segments.push_back(Segment {
@@ -722,10 +761,23 @@ impl Spool {
         if self.acked == self.acked_written {
             return Ok(());
         }
+        self.write_acked(false)
+    }
+
+    /// Writes `acked` atomically (temp file and rename), fsynced when `durable`.
+    fn write_acked(&mut self, durable: bool) -> Result<(), SpoolError> {
         let tmp = self.dir.join(".acked.tmp");
         let path = self.dir.join(ACKED_FILE);
-        fs::write(&tmp, format!("{}\n", self.acked)).map_err(io_at(&tmp))?;
+        let mut f = File::create(&tmp).map_err(io_at(&tmp))?;
+        writeln!(f, "{}", self.acked).map_err(io_at(&tmp))?;
+        if durable {
+            f.sync_all().map_err(io_at(&tmp))?;
+        }
+        drop(f);
         fs::rename(&tmp, &path).map_err(io_at(&path))?;
+        if durable {
+            sync_dir(&self.dir)?;
+        }
         self.acked_written = self.acked;
         Ok(())
     }
@@ -902,6 +954,81 @@ mod tests {
         s.sync().unwrap();
         assert_eq!(drain(&mut s), vec![1, 2]);
         assert_eq!(s.sync_due(), None);
+    }
+
+    /// A record as `append` writes it.
+    fn record(seq: u64) -> Vec<u8> {
+        let mut body = seq.to_le_bytes().to_vec();
+        body.extend_from_slice(&payload(seq));
+        let mut rec = (body.len() as u32).to_le_bytes().to_vec();
+        rec.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        rec.extend_from_slice(&body);
+        rec
+    }
+
+    fn segment_of(seqs: std::ops::RangeInclusive<u64>) -> Vec<u8> {
+        seqs.flat_map(record).collect()
+    }
+
+    #[test]
+    fn misnamed_segment_keeps_its_readings_after_a_restart() {
+        // Found by fuzzing (spool_segment): a segment whose name is above its first record was
+        // ordered after the segment the next append started, and on the following open every
+        // record in it was cut as out of sequence: readings lost.
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(segment_name(4_194_560)), segment_of(1..=3)).unwrap();
+        let mut s = Spool::open(tmp.path(), opts(1 << 20)).unwrap();
+        s.append(4, &payload(4)).unwrap();
+        drop(s);
+        let mut s = Spool::open(tmp.path(), opts(1 << 20)).unwrap();
+        assert_eq!(s.stats.corrupt, 0);
+        assert_eq!(drain(&mut s), vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_name_taken_by_a_misnamed_segment_does_not_stop_appending() {
+        // The file the next segment is named after already exists: before, every append
+        // failed with EEXIST and every reading from then on was lost.
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(segment_name(4)), segment_of(1..=3)).unwrap();
+        let mut s = Spool::open(tmp.path(), opts(1 << 20)).unwrap();
+        s.append(4, &payload(4)).unwrap();
+        s.append(5, &payload(5)).unwrap();
+        drop(s);
+        let mut s = Spool::open(tmp.path(), opts(1 << 20)).unwrap();
+        assert_eq!(drain(&mut s), vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn acked_beyond_the_spool_does_not_swallow_new_readings() {
+        // Found while writing the spool fuzz target's invariants: segments deleted by hand (or
+        // a damaged `acked`) left `acked` above every number the agent would hand out next,
+        // and those readings were skipped as already sent.
+        // The corrected value must reach the disk too (found by fuzzing, spool_segment): kept
+        // in memory only, the next start read 500 again and took reading 1 for sent.
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join(ACKED_FILE), "500\n").unwrap();
+        let mut s = Spool::open(tmp.path(), opts(1 << 20)).unwrap();
+        assert_eq!(s.acked(), 0);
+        s.append(1, &payload(1)).unwrap();
+        assert_eq!(drain(&mut s), vec![1]);
+        drop(s);
+        let mut s = Spool::open(tmp.path(), opts(1 << 20)).unwrap();
+        assert_eq!(s.acked(), 0);
+        assert_eq!(drain(&mut s), vec![1]);
+    }
+
+    #[test]
+    fn a_sequence_number_past_max_seq_is_damage() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut seg = segment_of(1..=2);
+        seg.extend_from_slice(&record(MAX_SEQ + 1));
+        fs::write(tmp.path().join(segment_name(1)), seg).unwrap();
+        let mut s = Spool::open(tmp.path(), opts(1 << 20)).unwrap();
+        assert_eq!(s.stats.corrupt, 1);
+        assert_eq!(s.last_seq(), 2);
+        s.append(3, &payload(3)).unwrap();
+        assert_eq!(drain(&mut s), vec![1, 2, 3]);
     }
 
     #[test]

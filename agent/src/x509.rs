@@ -117,7 +117,11 @@ fn common_name(name: &[u8]) -> Result<Option<String>, DerError> {
 }
 
 fn parse_time((tag, content): (u8, &[u8])) -> Result<i64, DerError> {
-    let text = std::str::from_utf8(content).map_err(|_| DerError("bad time"))?;
+    // The fields below are cut at fixed byte offsets, which must fall between characters.
+    let text = std::str::from_utf8(content)
+        .ok()
+        .filter(|t| t.is_ascii())
+        .ok_or(DerError("bad time"))?;
     let (year, rest) = match tag {
         // UTCTime: YYMMDDHHMMSSZ, 50-99 meaning 19xx (RFC 5280 4.1.2.5.1).
         0x17 if text.len() == 13 => {
@@ -225,5 +229,13 @@ mod tests {
         assert!(parse(b"").is_err());
         assert!(parse(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]).is_err());
         assert!(parse(&cert((0x17, "2501010000Z"), (0x18, "20491231235959Z"))).is_err());
+    }
+
+    #[test]
+    fn non_ascii_time_is_an_error_not_a_panic() {
+        // Found by fuzzing (x509_cert): 13 bytes, but a two-byte character straddles the
+        // offset where the day ends.
+        let der = cert((0x17, "261203\0\u{29a};54Z"), (0x18, "20491231235959Z"));
+        assert_eq!(parse(&der), Err(DerError("bad time")));
     }
 }

@@ -284,13 +284,19 @@ fn read_gpt(medium: &mut dyn Medium) -> Result<Table, PartitionError> {
                 ),
             ));
         }
+        // Sector numbers are 64-bit and unchecked so far: in bytes they may not fit (a wrapped
+        // start would name a place the table does not).
+        let beyond = || {
+            bad(
+                number,
+                format!("sectors {first}..={last} lie beyond any disk"),
+            )
+        };
         partitions.push(Partition {
             number,
-            start: first * SECTOR,
-            // last <= last_usable, itself bounded by the checks below; (last - first + 1) fits.
-            len: (last - first + 1)
-                .checked_mul(SECTOR)
-                .ok_or_else(|| bad(number, "is larger than any disk"))?,
+            start: first.checked_mul(SECTOR).ok_or_else(beyond)?,
+            // first >= first_usable > entries_lba >= 2, so (last - first + 1) cannot overflow.
+            len: (last - first + 1).checked_mul(SECTOR).ok_or_else(beyond)?,
             kind: PartType::Gpt(kind),
         });
     }
@@ -456,6 +462,20 @@ mod tests {
             t.partitions[0].kind.to_string(),
             "type ebd0a0a2-b9e5-4433-87c0-68b6b72699c7"
         );
+    }
+
+    #[test]
+    fn gpt_sector_numbers_beyond_64_bit_bytes_are_refused() {
+        // Found by fuzzing (partition_table): a start sector whose byte offset overflows u64
+        // wrapped to a small offset in release builds, a partition the table does not describe.
+        let mut d = gpt(&[(BASIC_DATA, (1 << 55) + 4, (1 << 55) + 4)]);
+        let h = &mut d[512..1024];
+        h[48..56].copy_from_slice(&u64::MAX.to_le_bytes());
+        h[16..20].fill(0);
+        let crc = crc32fast::hash(&h[..92]);
+        h[16..20].copy_from_slice(&crc.to_le_bytes());
+        let err = parse(&d, None).unwrap_err();
+        assert!(err.to_string().contains("beyond any disk"), "{err}");
     }
 
     #[test]
