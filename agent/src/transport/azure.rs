@@ -35,6 +35,7 @@ use rumqttc::{
     TlsConfiguration, Transport,
 };
 use rustls::ClientConfig;
+use rustls::pki_types::DnsName;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -60,6 +61,9 @@ const RESPONSE_PREFIX: &str = "$dps/registrations/res/";
 pub const JSON_PROPERTIES: &str = "$.ct=application%2Fjson&$.ce=utf-8";
 /// The wait between status polls when DPS gives no `retry-after`.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(3);
+/// The longest wait a `retry-after` can impose, as long as the default reconnect cap: DPS asks
+/// for seconds, and a larger number (a broken answer) must not park the device for years.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 /// Status polls of one registration before giving up (and backing off).
 const MAX_POLLS: u32 = 100;
 /// IoT Hub's largest message (256 KB) plus room for the topic and header.
@@ -454,92 +458,25 @@ impl AzureProfile {
             let Event::Incoming(Packet::Publish(p)) = ev else {
                 continue;
             };
-            let Some(answer) = Answer::parse(&p.topic, &p.payload) else {
-                continue;
-            };
-            if answer.rid.as_deref() != Some(rid.to_string().as_str()) {
-                // Another request's answer (or another device's, on a shared stand-in).
-                continue;
-            }
-            let state = answer.body["status"].as_str().unwrap_or("").to_owned();
-            match (answer.status, state.as_str()) {
-                (200, "assigned") => return self.assigned(&answer.body),
-                (200, "failed") => {
-                    return Err(self.dps_error(
-                        FailureKind::NotAuthorized,
-                        format!(
-                            "registration failed: {} (check the enrollment group and its linked hub)",
-                            reason(&answer.body)
-                        ),
-                        None,
-                    ));
-                }
-                (200, "disabled") => {
-                    return Err(self.dps_error(
-                        FailureKind::NotAuthorized,
-                        "the enrollment of this device is disabled in DPS (enable the enrollment group, or the device's registration, to let it in)".into(),
-                        None,
-                    ));
-                }
-                (200 | 202, _) => {
+            match dps_step(&p.topic, &p.payload, rid, polls) {
+                DpsStep::Ignore => {}
+                DpsStep::Assigned { hub, device_id } => return Ok(self.assigned(hub, device_id)),
+                DpsStep::Fail {
+                    kind,
+                    message,
+                    retry_after,
+                } => return Err(self.dps_error(kind, message, retry_after)),
+                DpsStep::Poll {
+                    state,
+                    operation_id,
+                    wait,
+                } => {
                     polls += 1;
-                    if polls > MAX_POLLS {
-                        return Err(self.dps_error(
-                            FailureKind::Unreachable,
-                            format!(
-                                "still {state:?} after {MAX_POLLS} status requests; backing off"
-                            ),
-                            None,
-                        ));
-                    }
-                    let Some(op) = answer.body["operationId"].as_str().map(str::to_owned) else {
-                        return Err(self.dps_error(
-                            FailureKind::Unreachable,
-                            format!("answered {} without an operationId", answer.status),
-                            None,
-                        ));
-                    };
-                    let wait = answer.retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
                     tracing::debug!("DPS: {state}; asking again in {wait:?}");
                     tokio::time::sleep(wait).await;
                     rid = self.next_rid();
-                    self.send(
-                        client,
-                        format!(
-                            "$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={op}"
-                        ),
-                        String::new(),
-                    )
-                    .await?;
-                }
-                (429, _) => {
-                    let wait = answer.retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
-                    return Err(self.dps_error(
-                        FailureKind::Unreachable,
-                        format!(
-                            "throttled (429: {}); backing off at least {wait:?}",
-                            reason(&answer.body)
-                        ),
-                        Some(wait),
-                    ));
-                }
-                (401 | 403 | 404, _) => {
-                    return Err(self.dps_error(
-                        FailureKind::NotAuthorized,
-                        format!(
-                            "refused the device ({}: {}): the CA must be uploaded and verified, an enabled enrollment group must use it, and the device must present its chain up to that CA",
-                            answer.status,
-                            reason(&answer.body)
-                        ),
-                        None,
-                    ));
-                }
-                (code, _) => {
-                    return Err(self.dps_error(
-                        FailureKind::Unreachable,
-                        format!("answered {code}: {}; backing off", reason(&answer.body)),
-                        answer.retry_after,
-                    ));
+                    self.send(client, status_topic(rid, &operation_id), String::new())
+                        .await?;
                 }
             }
         }
@@ -563,25 +500,168 @@ impl AzureProfile {
             })
     }
 
-    fn assigned(&self, body: &Value) -> Result<Assignment, Diagnosis> {
-        let state = &body["registrationState"];
-        let (Some(hub), Some(device)) = (state["assignedHub"].as_str(), state["deviceId"].as_str())
-        else {
-            return Err(self.dps_error(
-                FailureKind::Unreachable,
-                "answered assigned without registrationState.assignedHub and .deviceId".into(),
-                None,
-            ));
-        };
+    fn assigned(&self, hub: String, device_id: String) -> Assignment {
         let now = unix_now();
-        Ok(Assignment {
-            assigned_hub: hub.to_owned(),
-            device_id: device.to_owned(),
+        Assignment {
+            assigned_hub: hub,
+            device_id,
             id_scope: self.id_scope.clone(),
             registration_id: self.device_id.clone(),
             registered_at: rfc3339(now),
             registered_unix: now,
-        })
+        }
+    }
+}
+
+/// What one message on the DPS response topics asks of the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DpsStep {
+    /// Not the answer to the request waited for (another request's, or not DPS's): keep waiting.
+    Ignore,
+    /// Registered: the hub and the device id DPS assigned.
+    Assigned {
+        /// The hub's host name.
+        hub: String,
+        /// The device id in that hub.
+        device_id: String,
+    },
+    /// Still assigning: ask about the operation again after `wait`.
+    Poll {
+        /// DPS's status word, for the log.
+        state: String,
+        /// The operation to ask about.
+        operation_id: String,
+        /// How long to wait first.
+        wait: Duration,
+    },
+    /// This registration attempt ends.
+    Fail {
+        /// The category, for the link's log and backoff.
+        kind: FailureKind,
+        /// What DPS said and what to check.
+        message: String,
+        /// The least wait DPS asked for before the next attempt.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// The topic of the status request about `operation_id`.
+pub fn status_topic(rid: u64, operation_id: &str) -> String {
+    format!(
+        "$dps/registrations/GET/iotdps-get-operationstatus/?$rid={rid}&operationId={operation_id}"
+    )
+}
+
+/// Whether `op` can go into [`status_topic`] as it is: no MQTT wildcard, no character that would
+/// end the query parameter or the topic level.
+fn usable_operation_id(op: &str) -> bool {
+    !op.is_empty()
+        && op
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"#+/?&".contains(&b))
+}
+
+/// Interprets one message received on [`RESPONSE_TOPICS`] while waiting for the answer to the
+/// request `rid`, after `polls` status requests: the whole of what the device makes of DPS's
+/// answers (public so that the fuzz target `dps_answer` runs exactly this code).
+pub fn dps_step(topic: &str, payload: &[u8], rid: u64, polls: u32) -> DpsStep {
+    let fail = |kind, message: String, retry_after| DpsStep::Fail {
+        kind,
+        message,
+        retry_after,
+    };
+    let Some(answer) = Answer::parse(topic, payload) else {
+        return DpsStep::Ignore;
+    };
+    if answer.rid.as_deref() != Some(rid.to_string().as_str()) {
+        // Another request's answer (or another device's, on a shared stand-in).
+        return DpsStep::Ignore;
+    }
+    let state = answer.body["status"].as_str().unwrap_or("").to_owned();
+    match (answer.status, state.as_str()) {
+        (200, "assigned") => {
+            let registration = &answer.body["registrationState"];
+            match (
+                registration["assignedHub"].as_str(),
+                registration["deviceId"].as_str(),
+            ) {
+                // The hub becomes the host to connect to and the TLS server name.
+                (Some(hub), Some(_)) if DnsName::try_from(hub).is_err() => fail(
+                    FailureKind::Unreachable,
+                    format!("assigned the hub {hub:?}, which is not a host name; backing off"),
+                    None,
+                ),
+                (Some(hub), Some(device_id)) => DpsStep::Assigned {
+                    hub: hub.to_owned(),
+                    device_id: device_id.to_owned(),
+                },
+                _ => fail(
+                    FailureKind::Unreachable,
+                    "answered assigned without registrationState.assignedHub and .deviceId".into(),
+                    None,
+                ),
+            }
+        }
+        (200, "failed") => fail(
+            FailureKind::NotAuthorized,
+            format!(
+                "registration failed: {} (check the enrollment group and its linked hub)",
+                reason(&answer.body)
+            ),
+            None,
+        ),
+        (200, "disabled") => fail(
+            FailureKind::NotAuthorized,
+            "the enrollment of this device is disabled in DPS (enable the enrollment group, or the device's registration, to let it in)".into(),
+            None,
+        ),
+        (200 | 202, _) if polls >= MAX_POLLS => fail(
+            FailureKind::Unreachable,
+            format!("still {state:?} after {MAX_POLLS} status requests; backing off"),
+            None,
+        ),
+        (200 | 202, _) => match answer.body["operationId"].as_str() {
+            Some(op) if !usable_operation_id(op) => fail(
+                FailureKind::Unreachable,
+                format!("answered with the operationId {op:?}, which cannot be asked about; backing off"),
+                None,
+            ),
+            Some(op) => DpsStep::Poll {
+                state,
+                operation_id: op.to_owned(),
+                wait: answer.retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
+            },
+            None => fail(
+                FailureKind::Unreachable,
+                format!("answered {} without an operationId", answer.status),
+                None,
+            ),
+        },
+        (429, _) => {
+            let wait = answer.retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+            fail(
+                FailureKind::Unreachable,
+                format!(
+                    "throttled (429: {}); backing off at least {wait:?}",
+                    reason(&answer.body)
+                ),
+                Some(wait),
+            )
+        }
+        (401 | 403 | 404, _) => fail(
+            FailureKind::NotAuthorized,
+            format!(
+                "refused the device ({}: {}): the CA must be uploaded and verified, an enabled enrollment group must use it, and the device must present its chain up to that CA",
+                answer.status,
+                reason(&answer.body)
+            ),
+            None,
+        ),
+        (code, _) => fail(
+            FailureKind::Unreachable,
+            format!("answered {code}: {}; backing off", reason(&answer.body)),
+            answer.retry_after,
+        ),
     }
 }
 
@@ -621,7 +701,10 @@ impl Answer {
             match pair.split_once('=') {
                 Some(("$rid", v)) => rid = Some(v.to_owned()),
                 Some(("retry-after", v)) => {
-                    retry_after = v.parse::<u64>().ok().map(Duration::from_secs);
+                    retry_after = v
+                        .parse::<u64>()
+                        .ok()
+                        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
                 }
                 _ => {}
             }
@@ -678,6 +761,56 @@ mod tests {
         let b = Answer::parse("$dps/registrations/res/200/?$rid=8", b"{}").unwrap();
         assert_eq!((b.status, b.retry_after), (200, None));
         assert!(Answer::parse("devices/x/messages/events/", b"{}").is_none());
+    }
+
+    const RES: &str = "$dps/registrations/res";
+
+    #[test]
+    fn an_assigned_hub_that_is_no_host_name_is_refused() {
+        // Found by fuzzing (dps_answer): the hub became the host and TLS name as it came.
+        let body = br#"{"status":"assigned","registrationState":{"assignedHub":"fleet-hub.azure-devices.ne|","deviceId":"sensor-7"}}"#;
+        let step = dps_step(&format!("{RES}/200/?$rid=7"), body, 7, 0);
+        assert!(
+            matches!(&step, DpsStep::Fail { kind: FailureKind::Unreachable, message, .. } if message.contains("not a host name")),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn retry_after_is_capped() {
+        // Found by fuzzing (dps_answer): any number of seconds was waited, years included.
+        let body = br#"{"operationId":"4.x","status":"assigning"}"#;
+        let step = dps_step(
+            &format!("{RES}/202/?$rid=7&retry-after=99999999999"),
+            body,
+            7,
+            0,
+        );
+        assert!(
+            matches!(step, DpsStep::Poll { wait, .. } if wait == MAX_RETRY_AFTER),
+            "{step:?}"
+        );
+        let step = dps_step(&format!("{RES}/429/?$rid=7&retry-after=86400"), b"{}", 7, 0);
+        assert!(
+            matches!(step, DpsStep::Fail { retry_after: Some(w), .. } if w == MAX_RETRY_AFTER),
+            "{step:?}"
+        );
+    }
+
+    #[test]
+    fn an_operation_id_that_would_change_the_request_is_refused() {
+        for op in ["", "4.x&$rid=1", "4/x", "4.x#", "4 x"] {
+            let body = serde_json::json!({"operationId": op, "status": "assigning"}).to_string();
+            let step = dps_step(&format!("{RES}/202/?$rid=7"), body.as_bytes(), 7, 0);
+            assert!(matches!(step, DpsStep::Fail { .. }), "{op:?}: {step:?}");
+        }
+        let step = dps_step(
+            &format!("{RES}/202/?$rid=7"),
+            br#"{"operationId":"4.d0a6.42d7-4c78","status":"assigning"}"#,
+            7,
+            0,
+        );
+        assert!(matches!(step, DpsStep::Poll { .. }), "{step:?}");
     }
 
     #[test]

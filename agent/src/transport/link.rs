@@ -146,7 +146,7 @@ pub async fn run(mut profile: Profile, opts: LinkOptions, tx: UnboundedSender<Li
 
 /// The wait before the next attempt: the profile's own for an expected failure (AWS JITP's
 /// first drop), otherwise the backoff, but never less than what the server asked for.
-fn wait_after(d: &Diagnosis, backoff: &mut Backoff) -> Duration {
+pub fn wait_after(d: &Diagnosis, backoff: &mut Backoff) -> Duration {
     match (d.kind, d.retry_after) {
         (FailureKind::Expected, Some(w)) => w,
         (_, Some(w)) => backoff.next_delay().max(w),

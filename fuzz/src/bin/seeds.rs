@@ -49,6 +49,7 @@ fn main() {
     dht11(&mut s);
     spool(&mut s);
     images(&mut s);
+    cloud(&mut s);
     println!("{} seeds in {}", s.count, s.root.display());
 }
 
@@ -374,4 +375,62 @@ fn gpt(entries: &[(u64, u64)]) -> Vec<u8> {
     h[84..88].copy_from_slice(&128u32.to_le_bytes());
     autoprov_fuzz::fix_gpt_crcs(&mut d);
     d
+}
+
+/// DPS answers as documented (iot-dps-mqtt-support, the REST reference's registration states),
+/// and broker behaviour around AWS JITP.
+fn cloud(s: &mut Seeds) {
+    let state = r#""registrationState":{"registrationId":"sensor-7","createdDateTimeUtc":"2026-12-03T12:00:00.1Z","assignedHub":"fleet-hub.azure-devices.net","deviceId":"sensor-7","status":"assigned","substatus":"initialAssignment","lastUpdatedDateTimeUtc":"2026-12-03T12:00:01.2Z","etag":"IjA0MDAi"}"#;
+    let answers: [(&str, u8, &str, String); 6] = [
+        (
+            "assigning",
+            0,
+            "$dps/registrations/res/202/?$rid=7&retry-after=3",
+            r#"{"operationId":"4.d0a671905ea5b2c8.42d78160-4c78-479e-8be7-61d5e55dac0d","status":"assigning"}"#.into(),
+        ),
+        (
+            "assigned",
+            1,
+            "$dps/registrations/res/200/?$rid=7",
+            format!(r#"{{"operationId":"4.d0a671905ea5b2c8.42d78160","status":"assigned",{state}}}"#),
+        ),
+        (
+            "failed",
+            2,
+            "$dps/registrations/res/200/?$rid=7",
+            r#"{"operationId":"4.x","status":"failed","registrationState":{"registrationId":"sensor-7","status":"failed","errorCode":400209,"errorMessage":"Custom allocation failed"}}"#.into(),
+        ),
+        (
+            "throttled",
+            0,
+            "$dps/registrations/res/429/?$rid=7&retry-after=5",
+            r#"{"errorCode":429001,"trackingId":"7a2f","message":"Operations are being throttled for this tenant.","timestampUtc":"2026-12-03T12:00:00.1Z"}"#.into(),
+        ),
+        (
+            "unauthorized",
+            0,
+            "$dps/registrations/res/401/?$rid=7",
+            r#"{"errorCode":401002,"trackingId":"7a2f","message":"The device certificate is not trusted.","timestampUtc":"2026-12-03T12:00:00.1Z"}"#.into(),
+        ),
+        (
+            "last-poll",
+            99,
+            "$dps/registrations/res/202/?$rid=7",
+            r#"{"operationId":"4.x","status":"assigning"}"#.into(),
+        ),
+    ];
+    for (name, polls, topic, body) in answers {
+        let mut input = vec![polls];
+        input.extend_from_slice(&join(&[topic.as_bytes(), body.as_bytes()]));
+        s.put("dps_answer", name, &input);
+    }
+    // (kind, detail) pairs, see jitp_broker.rs: 2/3 closed by the peer, 0 accepted, 1 CONNACK
+    // refusal, 5 TLS alert, 6 untrusted server, 7 TLS I/O, 8 timeout.
+    for (name, events) in [
+        ("jitp-then-accepted", &[3u8, 0, 0, 0, 2, 0, 8, 0][..]),
+        ("jitp-twice", &[2, 1, 4, 2, 7, 0]),
+        ("refusals", &[1, 5, 1, 4, 5, 42, 5, 48, 6, 0, 1, 3]),
+    ] {
+        s.put("jitp_broker", name, events);
+    }
 }
