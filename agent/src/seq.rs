@@ -37,6 +37,15 @@ pub enum SeqError {
         /// What it holds.
         text: String,
     },
+    /// The spool's newest record already has [`MAX_SEQ`]: there is no number left for the next
+    /// reading. Only a damaged spool gets here.
+    #[error("the spool {}/spool holds sequence number {last}, the largest there can be (2^53 - 1): it is damaged; move it aside to start again", state_dir.display())]
+    Exhausted {
+        /// The state directory.
+        state_dir: PathBuf,
+        /// The spool's newest sequence number.
+        last: u64,
+    },
 }
 
 /// Hands out sequence numbers.
@@ -49,6 +58,12 @@ pub struct SeqAllocator {
 impl SeqAllocator {
     /// Opens the allocator for `state_dir`, given the highest number in the spool.
     pub fn open(state_dir: &Path, spool_last: u64) -> Result<Self, SeqError> {
+        if spool_last >= MAX_SEQ {
+            return Err(SeqError::Exhausted {
+                state_dir: state_dir.to_owned(),
+                last: spool_last,
+            });
+        }
         let path = state_dir.join(SEQ_FILE);
         let stored = match fs::read_to_string(&path) {
             Ok(text) => text
@@ -65,7 +80,7 @@ impl SeqAllocator {
         };
         let mut alloc = Self {
             path,
-            next: stored.max(spool_last.saturating_add(1)).max(1),
+            next: stored.max(spool_last + 1).max(1),
         };
         alloc.persist()?;
         Ok(alloc)
@@ -122,6 +137,23 @@ mod tests {
         fs::write(tmp.path().join(SEQ_FILE), "banana").unwrap();
         let err = SeqAllocator::open(tmp.path(), 0).unwrap_err().to_string();
         assert!(err.contains("banana") && err.contains("seq"), "{err}");
+    }
+
+    #[test]
+    fn a_spool_at_max_seq_is_reported_not_overrun() {
+        // Found by fuzzing (spool_segment): a spool whose newest record had MAX_SEQ got the
+        // number after it, which the spool then read back as damage.
+        let tmp = tempfile::tempdir().unwrap();
+        let err = SeqAllocator::open(tmp.path(), MAX_SEQ).unwrap_err();
+        assert!(
+            matches!(err, SeqError::Exhausted { last: MAX_SEQ, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("move"), "{err}");
+        assert_eq!(
+            SeqAllocator::open(tmp.path(), MAX_SEQ - 1).unwrap().take(),
+            MAX_SEQ
+        );
     }
 
     #[test]

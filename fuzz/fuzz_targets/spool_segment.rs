@@ -4,8 +4,8 @@
 //!
 //! Invariants: opening never fails or panics on damage (only real I/O errors may stop it); what
 //! it hands out is in strictly increasing sequence above `acked`; unless the `seq` file is
-//! refused with a clear error, the agent can then take the next sequence number and spool a new
-//! reading; and the repair is complete, so reopening finds no further damage and hands out that
+//! refused, or the spool ends at the largest sequence number, with a clear error, the agent can
+//! then take the next sequence number and spool a new reading; and the repair is complete, so reopening finds no further damage and hands out that
 //! new reading.
 
 #![no_main]
@@ -13,7 +13,7 @@
 use std::fs;
 
 use autoprov_agent::config::FsyncPolicy;
-use autoprov_agent::seq::{SEQ_FILE, SeqAllocator, SeqError};
+use autoprov_agent::seq::{MAX_SEQ, SEQ_FILE, SeqAllocator, SeqError};
 use autoprov_agent::spool::{Spool, SpoolOptions};
 use autoprov_fuzz::{SpoolInput, fix_spool_crcs, scratch};
 use libfuzzer_sys::fuzz_target;
@@ -56,6 +56,10 @@ fuzz_target!(|data: &[u8]| {
         Ok(seq) => seq,
         Err(e @ SeqError::Garbled { .. }) => {
             assert!(input.seq.is_some(), "{e}");
+            return;
+        }
+        Err(SeqError::Exhausted { last, .. }) => {
+            assert_eq!(last, MAX_SEQ);
             return;
         }
         Err(e) => panic!("{e}"),

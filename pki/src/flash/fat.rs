@@ -389,10 +389,34 @@ fn fix_dot_entries(fat: &mut [u8]) -> Result<(), FatError> {
 
 type Dir<'a, 'b> = fatfs::Dir<'a, Cursor<&'b mut [u8]>>;
 
+/// A FAT directory holds at most 65,536 entries (Microsoft's FAT specification): a listing that
+/// goes on longer follows a looping cluster chain.
+const MAX_DIR_ENTRIES: usize = 65_536;
+/// The deepest nesting [`remove_tree`] follows. A FAT path holds at most 260 characters, so a
+/// real tree is far shallower; deeper is a directory that contains itself (a damaged card).
+const MAX_DEPTH: usize = 64;
+
+fn looping(what: &str) -> FatError {
+    FatError::Damaged(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{what} under /{CARD_FOLDER}/: a directory loop"),
+    ))
+}
+
 /// Removes `name` under `dir`, a file or a whole directory tree; `false` if it was not there.
 fn remove_tree(dir: &Dir<'_, '_>, name: &str) -> Result<bool, FatError> {
+    remove_tree_at(dir, name, 0)
+}
+
+fn remove_tree_at(dir: &Dir<'_, '_>, name: &str, depth: usize) -> Result<bool, FatError> {
+    if depth > MAX_DEPTH {
+        return Err(looping(&format!(
+            "directories nest deeper than {MAX_DEPTH}"
+        )));
+    }
     let entry = dir
         .iter()
+        .take(MAX_DIR_ENTRIES)
         .filter_map(Result::ok)
         .find(|e| e.file_name().eq_ignore_ascii_case(name));
     let Some(entry) = entry else {
@@ -402,11 +426,17 @@ fn remove_tree(dir: &Dir<'_, '_>, name: &str) -> Result<bool, FatError> {
         let sub = entry.to_dir();
         let names: Vec<String> = sub
             .iter()
+            .take(MAX_DIR_ENTRIES + 1)
             .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
             .map_err(FatError::Damaged)?;
+        if names.len() > MAX_DIR_ENTRIES {
+            return Err(looping(&format!(
+                "a directory lists more than {MAX_DIR_ENTRIES} entries"
+            )));
+        }
         for child in names.iter().filter(|n| *n != "." && *n != "..") {
-            remove_tree(&sub, child)?;
+            remove_tree_at(&sub, child, depth + 1)?;
         }
     }
     dir.remove(&entry.file_name()).map_err(FatError::Damaged)?;
@@ -467,6 +497,56 @@ mod tests {
         s[511] = 0xAA;
         assert!(matches!(probe(&s), Err(FatError::NotFat(_))));
         assert!(probe(&[0u8; 12]).is_err());
+    }
+
+    /// A bundle with placeholder contents: the FAT code does not look inside the files.
+    fn bundle() -> Bundle {
+        Bundle::new(autoprov_bundle::Contents {
+            device_id: autoprov_bundle::DeviceId::new("sensor-1").unwrap(),
+            serial: "01".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+            device_crt: b"crt".to_vec(),
+            device_key: Zeroizing::new(b"key".to_vec()),
+            ca_crt: b"ca".to_vec(),
+            device_toml: b"[device]\nid = \"sensor-1\"\n".to_vec(),
+            wifi_conf: None,
+        })
+    }
+
+    /// The first cluster of the directory entry named `name` (8.3, padded) in `area`.
+    fn entry_cluster(area: &mut [u8], name: &[u8; 11]) -> (usize, u32) {
+        let at = area
+            .chunks_exact(32)
+            .position(|e| &e[..11] == name)
+            .expect("entry")
+            * 32;
+        (
+            at,
+            u32::from(u16::from_le_bytes([area[at + 26], area[at + 27]])),
+        )
+    }
+
+    #[test]
+    fn a_directory_that_contains_itself_is_damage_not_a_stack_overflow() {
+        // Found by fuzzing (fat_inject): removing the old /autoprov/ recursed into a
+        // subdirectory whose entry points back at /autoprov/ until the stack overflowed.
+        let mut img = vec![0u8; 1 << 20];
+        fatfs::format_volume(Cursor::new(&mut img[..]), fatfs::FormatVolumeOptions::new()).unwrap();
+        {
+            let fs = FileSystem::new(Cursor::new(&mut img[..]), FsOptions::new()).unwrap();
+            fs.root_dir().create_dir("autoprov").unwrap();
+            fs.root_dir().create_dir("autoprov/sub").unwrap();
+            fs.unmount().unwrap();
+        }
+        let g = geometry(&img).unwrap();
+        let root = g.root_ranges(&img)[0].clone();
+        let (_, autoprov) = entry_cluster(&mut img[root], b"AUTOPROV   ");
+        let dir = g.cluster_range(autoprov, img.len()).unwrap();
+        let (at, _) = entry_cluster(&mut img[dir.clone()], b"SUB        ");
+        img[dir.start + at + 26..dir.start + at + 28]
+            .copy_from_slice(&(autoprov as u16).to_le_bytes());
+        let err = inject(&mut img, &bundle()).unwrap_err();
+        assert!(err.to_string().contains("directory loop"), "{err}");
     }
 
     #[test]
