@@ -48,6 +48,14 @@ pub enum SeqError {
     },
 }
 
+impl SeqError {
+    /// Whether the file system is out of space (or of the user's quota).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Io { source, .. }
+            if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded))
+    }
+}
+
 /// Hands out sequence numbers.
 #[derive(Debug)]
 pub struct SeqAllocator {
@@ -82,7 +90,14 @@ impl SeqAllocator {
             path,
             next: stored.max(spool_last + 1).max(1),
         };
-        alloc.persist()?;
+        // The floor is safe in the spool's newest segment too: a full disk must not keep the
+        // agent from starting, which would leave the sensor unread until someone frees space.
+        if let Err(e) = alloc.persist() {
+            if !e.is_disk_full() {
+                return Err(e);
+            }
+            tracing::warn!("{e}: the seq floor is not saved this time (the spool holds it)");
+        }
         Ok(alloc)
     }
 

@@ -24,12 +24,23 @@ fn full_disk_drops_the_oldest_counts_them_and_recovers_when_space_returns() {
     }
     let form = Form::from_env();
     let mut dev = device(None, "");
-    let spool = dev.env.state().join("spool");
-    let _tmpfs = Mount::tmpfs(&spool, TMPFS_KIB).unwrap_or_else(|e| panic!("{e}"));
+    // The whole state directory on the tiny file system, as /var/lib/autoprov shares the
+    // card's root with everything else: credentials, seq, spool.
+    let state = dev.env.state();
+    let imported = dev.env.path().join("state.imported");
+    fs::rename(&state, &imported).unwrap();
+    let _tmpfs = Mount::tmpfs(&state, TMPFS_KIB).unwrap_or_else(|e| panic!("{e}"));
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(imported.join("."))
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(copy.success());
     // Most of the file system is taken by something else; the spool's own bound (64 MiB by
     // default) is far away, so it is the disk that fills.
     let free_kib = form.pick(96, 160);
-    let filler = spool.join("filler");
+    let filler = state.join("filler");
     fs::write(&filler, vec![0u8; ((TMPFS_KIB - free_kib) * 1024) as usize]).unwrap();
     dev.env
         .dropin("50-fast.toml", "[sensor]\ninterval = \"5ms\"\n");
@@ -41,15 +52,39 @@ fn full_disk_drops_the_oldest_counts_them_and_recovers_when_space_returns() {
     });
     assert!(filled, "the disk never filled:\n{}", tail(&agent.log(), 40));
     assert!(agent.is_running(), "a full disk stopped the agent");
+    // A restart on a disk full to the last byte (a crash, the watchdog, a reboot): it starts
+    // and goes on.
+    agent.kill9();
+    let last_byte = state.join("filler-2");
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(&last_byte).unwrap();
+        while f.write_all(&[0u8; 4096]).is_ok() {}
+    }
+    let mut agent = dev.env.spawn();
+    let before = disk_fulls(&agent_logs(&dev.env));
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            disk_fulls(&agent_logs(&dev.env)) > before
+        }),
+        "no progress after a restart on a full disk:\n{}",
+        tail(&agent.log(), 40)
+    );
+    assert!(
+        agent.is_running(),
+        "the agent does not start on a full disk:\n{}",
+        tail(&agent.log(), 40)
+    );
 
     // Space returns: no more drops, the spool grows past what fitted before.
     fs::remove_file(&filler).unwrap();
+    fs::remove_file(&last_byte).unwrap();
     std::thread::sleep(Duration::from_secs(1));
-    let drops = disk_fulls(&agent.log());
+    let drops = disk_fulls(&agent_logs(&dev.env));
     std::thread::sleep(Duration::from_secs(2));
     let log = agent.log();
     assert_eq!(
-        disk_fulls(&log),
+        disk_fulls(&agent_logs(&dev.env)),
         drops,
         "still dropping with space back:\n{}",
         tail(&log, 40)
@@ -64,9 +99,9 @@ fn full_disk_drops_the_oldest_counts_them_and_recovers_when_space_returns() {
     let mut fig = Figures {
         scenario: scenario.into(),
         faults: format!(
-            "spool on a {TMPFS_KIB} KiB tmpfs with {free_kib} KiB free, broker down, 5 ms readings, then space back"
+            "state directory on a {TMPFS_KIB} KiB tmpfs with {free_kib} KiB free, broker down, 5 ms readings; a SIGKILL and restart on the disk full to the last byte; then space back"
         ),
-        injected: 1,
+        injected: 2,
         notes: format!(
             "the disk filled {drops} times; each time the oldest segment was dropped and counted"
         ),

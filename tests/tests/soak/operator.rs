@@ -270,14 +270,20 @@ fn sigkilled_flash_is_never_recorded_as_flashed() {
             "--yes".into(),
         ]
     };
-    let typical = {
-        let a = flash(1000);
-        op.timed(&a.iter().map(String::as_str).collect::<Vec<_>>())
-    };
+    // The slower of two runs: a kill anywhere up to a bit past it hits every phase (issue,
+    // decompress, write, verify, record) and, now and then, a run that had just finished.
+    let typical = [1000, 1001]
+        .map(|i| {
+            let a = flash(i);
+            op.timed(&a.iter().map(String::as_str).collect::<Vec<_>>())
+        })
+        .into_iter()
+        .max()
+        .unwrap_or_default();
     let mut cut_short = 0;
     for i in 0..kills {
         let a = flash(i);
-        let at = rng.between(Duration::ZERO, typical.mul_f64(1.2));
+        let at = rng.between(Duration::ZERO, typical.mul_f64(1.4));
         if !op.kill_after(&a.iter().map(String::as_str).collect::<Vec<_>>(), at) {
             cut_short += 1;
         }
@@ -334,7 +340,7 @@ fn sigkilled_flash_is_never_recorded_as_flashed() {
             other => panic!("flash {f} left as {other:?} after the device was flashed again"),
         }
     }
-    assert!(ok >= 2, "the timing run and the last run are recorded ok");
+    assert!(ok >= 3, "the timing runs and the last run are recorded ok");
     // No certificate without a row: whatever a cut-short card holds is known.
     for i in 0..kills {
         let c = card(i);
