@@ -71,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
             for (name, content) in bundle.files() {
                 assert_eq!(
                     fs::read(current.join(name)).expect("installed file"),
-                    content
+                    content.as_slice()
                 );
             }
             assert!(
