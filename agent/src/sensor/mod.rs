@@ -69,6 +69,14 @@ pub enum SensorError {
         /// Why.
         reason: String,
     },
+    /// The configured IIO device does not exist: the driver is not bound, or the path is wrong.
+    #[error("{}: no such IIO device; {hint}", path.display())]
+    NoIioDevice {
+        /// The configured `sensor.iio_device`.
+        path: PathBuf,
+        /// What exists instead, and what to check.
+        hint: String,
+    },
     /// The value read is outside what a DHT11 can measure.
     #[error(
         "impossible reading {temperature_c} °C / {humidity_pct} %RH (a DHT11 measures 0-50 °C, 20-90 %RH)"
@@ -97,7 +105,7 @@ pub trait Sensor: Send {
 /// Opens the configured backend.
 pub fn open(config: &SensorConfig) -> Result<Box<dyn Sensor>, SensorError> {
     Ok(match config.kind {
-        SensorKind::Iio => Box::new(IioSensor::new(config.iio_device.clone())),
+        SensorKind::Iio => Box::new(IioSensor::open(config.iio_device.clone())?),
         SensorKind::Gpio => Box::new(GpioSensor::open(config.gpio)?),
         SensorKind::Simulated => Box::new(SimulatedSensor::new(config.seed, config.failure_rate)),
     })
