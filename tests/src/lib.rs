@@ -93,6 +93,16 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A command's exit status and both output streams, for assertion messages.
+pub fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Asserts that `seqs` (sorted, distinct) is exactly 1..=max.
 pub fn assert_contiguous_from_one(seqs: &[u64], context: &str) {
     let max = seqs.last().copied().unwrap_or(0);

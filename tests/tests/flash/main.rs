@@ -112,14 +112,7 @@ pub fn crl_lists(f: &Fixture, serial: &str) -> bool {
     crl.to_lowercase().contains(serial)
 }
 
-pub fn text(out: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+pub use autoprov_tests::text;
 
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()

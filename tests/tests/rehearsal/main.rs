@@ -20,7 +20,7 @@ mod mqtt;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use autoprov_bundle::{Bundle, Manifest};
@@ -29,6 +29,7 @@ use autoprov_tests::bins::{Runner, bin};
 use autoprov_tests::image::{self, Layout};
 use autoprov_tests::mosquitto::Subscriber;
 use autoprov_tests::pki::ServerTls;
+use autoprov_tests::text;
 use autoprov_tests::wait_until;
 
 /// The fleet of every leg.
@@ -50,15 +51,6 @@ pub fn runner(leg: &str) -> Runner {
 /// The operator's side: a directory with the PKI in `pki/`, driven through the `autoprov` CLI.
 pub struct Operator {
     dir: tempfile::TempDir,
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 impl Operator {

@@ -75,15 +75,7 @@ pub fn publish(
         .expect("mosquitto_pub is installed (scripts/install-deps)")
 }
 
-/// Output of a command, both streams, for messages.
-pub fn text(out: &Output) -> String {
-    format!(
-        "{}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+pub use autoprov_tests::text;
 
 /// `autoprov --pki-dir PKI ARGS`.
 pub fn autoprov(pki: &Path, args: &[&str]) -> Command {
