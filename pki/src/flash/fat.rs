@@ -5,7 +5,11 @@
 //! nixpkgs' sd-image labels the partition `FIRMWARE` (`mkfs.vfat -n FIRMWARE`, FAT16 at its
 //! default 30 MiB), Raspberry Pi OS labels it `bootfs`. The label is read from the boot sector,
 //! which is checked field by field before `fatfs` sees it, so a damaged or hostile image gives an
-//! error rather than a panic or an endless loop on a nonsensical geometry.
+//! error rather than a panic or an endless loop on a nonsensical geometry. So is the structure
+//! behind it ([`check_structure`]): `fatfs` follows cluster numbers as it finds them, and one
+//! naming the reserved cluster 1 or a cluster past the end makes it compute a wrapped sector (an
+//! overflow panic in debug builds, a read of the wrong sector in release builds), while a
+//! looping chain or a directory that contains itself sends it round forever.
 
 use std::io::{self, Cursor, Write};
 
@@ -192,13 +196,102 @@ fn open(fat: &mut [u8]) -> Result<FileSystem<Cursor<&mut [u8]>>, FatError> {
             fat.len()
         )));
     }
+    check_structure(fat)?;
     FileSystem::new(Cursor::new(fat), FsOptions::new().time_provider(&UTC))
         .map_err(FatError::Damaged)
+}
+
+/// Zeroes the root directory after its end marker. FAT readers ignore whatever follows the first
+/// entry that starts with 0, but `fatfs`, adding the bundle's folder there, takes it for free
+/// space already zeroed: leftovers after the new entry would become entries of their own.
+fn clear_root_slack(fat: &mut [u8]) -> Result<(), FatError> {
+    let g = geometry(fat)?;
+    let mut ended = false;
+    for range in g.root_ranges(fat) {
+        let Some(dir) = fat.get_mut(range) else {
+            return Err(damaged(
+                "the root directory lies outside the partition".into(),
+            ));
+        };
+        for e in dir.chunks_exact_mut(32) {
+            ended |= e[0] == 0;
+            if ended {
+                e.fill(0);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn damaged(what: String) -> FatError {
+    FatError::Damaged(io::Error::new(io::ErrorKind::InvalidData, what))
+}
+
+/// Checks what `fatfs` will follow: every FAT entry of the file system is free, bad, end of
+/// chain or a cluster of the file system; every chain reachable from the root directory ends,
+/// uses no cluster the FAT marks free or bad (`fatfs` would allocate it to the bundle, over the
+/// file), and no cluster belongs to two of them (which also rules out a directory that contains
+/// itself); every directory entry names such a chain. What `fsck.fat` would call damaged is
+/// refused here, before `fatfs` sees it.
+fn check_structure(fat: &[u8]) -> Result<(), FatError> {
+    let g = geometry(fat)?;
+    let last = g.clusters + 1;
+    for cluster in 2..=last {
+        match g.fat_entry(fat, cluster as u32) {
+            Some(Link::Next(n)) if !(2..=last).contains(&u64::from(n)) => {
+                return Err(damaged(format!(
+                    "the FAT links cluster {cluster} to {n}, outside clusters 2..={last}"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                return Err(damaged(format!(
+                    "the FAT has no entry for cluster {cluster}"
+                )));
+            }
+        }
+    }
+    let mut owned = vec![false; last as usize + 1];
+    let mut dirs = vec![match g.fat32_root {
+        Some(root) => g.chain_ranges(fat, root, &mut owned, "the root directory")?,
+        None => g.root_ranges(fat),
+    }];
+    while let Some(ranges) = dirs.pop() {
+        'entries: for range in ranges {
+            for e in fat[range].chunks_exact(32) {
+                match e[0] {
+                    0x00 => break 'entries,
+                    0xE5 | b'.' => continue,
+                    _ => {}
+                }
+                // Long-name parts and the volume label name no clusters.
+                if e[11] & 0x0f == 0x0f || e[11] & 0x08 != 0 {
+                    continue;
+                }
+                let hi = if g.fat32_root.is_some() {
+                    le16(e, 20)
+                } else {
+                    0
+                };
+                let first = ((hi << 16) | le16(e, 26)) as u32;
+                if first == 0 {
+                    continue;
+                }
+                let name = String::from_utf8_lossy(&e[..11]).trim_end().to_owned();
+                let chain = g.chain_ranges(fat, first, &mut owned, &name)?;
+                if e[11] & 0x10 != 0 {
+                    dirs.push(chain);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Replaces the `/autoprov/` folder of the FAT filesystem in `fat` (a whole partition's bytes) with
 /// `bundle`, manifest last. On error `fat` may be half-changed: callers work on a copy they drop.
 pub fn inject(fat: &mut [u8], bundle: &Bundle) -> Result<Injected, FatError> {
+    clear_root_slack(fat)?;
     let fs = open(fat)?;
     let root = fs.root_dir();
     let replaced = remove_tree(&root, CARD_FOLDER)?;
@@ -260,6 +353,20 @@ struct Geometry {
     data_offset: u64,
     clusters: u64,
     fat32_root: Option<u32>,
+    bits: u8,
+}
+
+/// What a FAT entry says about the cluster after this one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// Not in use.
+    Free,
+    /// Marked bad.
+    Bad,
+    /// The chain ends here.
+    End,
+    /// The chain goes on at this cluster.
+    Next(u32),
 }
 
 fn geometry(fat: &[u8]) -> Result<Geometry, FatError> {
@@ -284,6 +391,11 @@ fn geometry(fat: &[u8]) -> Result<Geometry, FatError> {
         data_offset: data_sectors * bps,
         clusters: info.size.saturating_sub(data_sectors * bps) / cluster_bytes,
         fat32_root: (info.fat_type == "FAT32").then(|| le32(s, 44) as u32),
+        bits: match info.fat_type {
+            "FAT12" => 12,
+            "FAT16" => 16,
+            _ => 32,
+        },
     })
 }
 
@@ -298,30 +410,88 @@ impl Geometry {
         (end <= len as u64).then_some(start as usize..end as usize)
     }
 
+    /// The first FAT's entry for `cluster`; `None` if the FAT ends before it.
+    fn fat_entry(&self, fat: &[u8], cluster: u32) -> Option<Link> {
+        let n = u64::from(cluster);
+        let (raw, bad, end) = match self.bits {
+            12 => {
+                let at = (self.fat_offset + n * 3 / 2) as usize;
+                let v = u32::from(u16::from_le_bytes([*fat.get(at)?, *fat.get(at + 1)?]));
+                let v = if n % 2 == 1 { v >> 4 } else { v & 0xfff };
+                (v, 0xff7, 0xff8)
+            }
+            16 => {
+                let at = (self.fat_offset + n * 2) as usize;
+                let v = u32::from(u16::from_le_bytes([*fat.get(at)?, *fat.get(at + 1)?]));
+                (v, 0xfff7, 0xfff8)
+            }
+            _ => {
+                let at = (self.fat_offset + n * 4) as usize;
+                let b = fat.get(at..at + 4)?;
+                let v = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x0fff_ffff;
+                (v, 0x0fff_fff7, 0x0fff_fff8)
+            }
+        };
+        Some(match raw {
+            0 => Link::Free,
+            v if v == bad => Link::Bad,
+            v if v >= end => Link::End,
+            v => Link::Next(v),
+        })
+    }
+
+    /// The byte ranges of the chain starting at `first`, marking its clusters in `owned`;
+    /// damage if it starts outside the data clusters, reaches a cluster already owned (a loop,
+    /// or clusters shared by two files), or one the FAT marks free or bad.
+    fn chain_ranges(
+        &self,
+        fat: &[u8],
+        first: u32,
+        owned: &mut [bool],
+        what: &str,
+    ) -> Result<Vec<std::ops::Range<usize>>, FatError> {
+        let mut out = Vec::new();
+        let mut cluster = first;
+        loop {
+            let range = self.cluster_range(cluster, fat.len()).ok_or_else(|| {
+                damaged(format!(
+                    "{what} starts at cluster {cluster}, outside clusters 2..={}",
+                    self.clusters + 1
+                ))
+            })?;
+            let slot = &mut owned[cluster as usize];
+            if *slot {
+                return Err(damaged(format!(
+                    "{what} reaches cluster {cluster} again, or shares it with another file (a loop)"
+                )));
+            }
+            *slot = true;
+            out.push(range);
+            match self.fat_entry(fat, cluster) {
+                Some(Link::Next(n)) => cluster = n,
+                Some(Link::End) => return Ok(out),
+                // In use but free in the FAT: `fatfs` would hand it out again and write a
+                // new file over this one.
+                _ => {
+                    return Err(damaged(format!(
+                        "{what} uses cluster {cluster}, which the FAT marks free or bad"
+                    )));
+                }
+            }
+        }
+    }
+
     /// Byte ranges of the root directory: the fixed region (FAT12/16) or its cluster chain
-    /// (FAT32), the chain's length bounded so a looping FAT cannot hang us.
+    /// (FAT32), which [`check_structure`] found sound.
     fn root_ranges(&self, fat: &[u8]) -> Vec<std::ops::Range<usize>> {
-        let Some(mut cluster) = self.fat32_root else {
+        let Some(root) = self.fat32_root else {
             let start = self.root_offset as usize;
             let fixed = start..start + self.root_bytes as usize;
             return vec![fixed];
         };
-        let mut out = Vec::new();
-        for _ in 0..self.clusters.min(65536) {
-            let Some(r) = self.cluster_range(cluster, fat.len()) else {
-                break;
-            };
-            out.push(r);
-            let at = (self.fat_offset + u64::from(cluster) * 4) as usize;
-            let Some(next) = fat.get(at..at + 4) else {
-                break;
-            };
-            cluster = u32::from_le_bytes([next[0], next[1], next[2], next[3]]) & 0x0fff_ffff;
-            if cluster >= 0x0fff_fff8 {
-                break;
-            }
-        }
-        out
+        let mut owned = vec![false; self.clusters as usize + 2];
+        self.chain_ranges(fat, root, &mut owned, "the root directory")
+            .unwrap_or_default()
     }
 }
 
@@ -389,36 +559,14 @@ fn fix_dot_entries(fat: &mut [u8]) -> Result<(), FatError> {
 
 type Dir<'a, 'b> = fatfs::Dir<'a, Cursor<&'b mut [u8]>>;
 
-/// A FAT directory holds at most 65,536 entries (Microsoft's FAT specification): a listing that
-/// goes on longer follows a looping cluster chain.
-const MAX_DIR_ENTRIES: usize = 65_536;
-/// The deepest nesting [`remove_tree`] follows. A FAT path holds at most 260 characters, so a
-/// real tree is far shallower; deeper is a directory that contains itself (a damaged card).
-const MAX_DEPTH: usize = 64;
-
-fn looping(what: &str) -> FatError {
-    FatError::Damaged(io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("{what} under /{CARD_FOLDER}/: a directory loop"),
-    ))
-}
-
 /// Removes `name` under `dir`, a file or a whole directory tree; `false` if it was not there.
+/// The tree is finite: [`check_structure`] refused any directory that contains itself.
 fn remove_tree(dir: &Dir<'_, '_>, name: &str) -> Result<bool, FatError> {
-    remove_tree_at(dir, name, 0)
-}
-
-fn remove_tree_at(dir: &Dir<'_, '_>, name: &str, depth: usize) -> Result<bool, FatError> {
-    if depth > MAX_DEPTH {
-        return Err(looping(&format!(
-            "directories nest deeper than {MAX_DEPTH}"
-        )));
-    }
-    let entry = dir
-        .iter()
-        .take(MAX_DIR_ENTRIES)
-        .filter_map(Result::ok)
-        .find(|e| e.file_name().eq_ignore_ascii_case(name));
+    // By long or short name, as `fatfs` looks names up: an entry `create_dir` would take for
+    // `name` must go, or the bundle would be written into the old folder, leftovers and all.
+    let entry = dir.iter().filter_map(Result::ok).find(|e| {
+        e.file_name().eq_ignore_ascii_case(name) || e.short_file_name().eq_ignore_ascii_case(name)
+    });
     let Some(entry) = entry else {
         return Ok(false);
     };
@@ -426,17 +574,11 @@ fn remove_tree_at(dir: &Dir<'_, '_>, name: &str, depth: usize) -> Result<bool, F
         let sub = entry.to_dir();
         let names: Vec<String> = sub
             .iter()
-            .take(MAX_DIR_ENTRIES + 1)
             .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
             .map_err(FatError::Damaged)?;
-        if names.len() > MAX_DIR_ENTRIES {
-            return Err(looping(&format!(
-                "a directory lists more than {MAX_DIR_ENTRIES} entries"
-            )));
-        }
         for child in names.iter().filter(|n| *n != "." && *n != "..") {
-            remove_tree_at(&sub, child, depth + 1)?;
+            remove_tree(&sub, child)?;
         }
     }
     dir.remove(&entry.file_name()).map_err(FatError::Damaged)?;
@@ -513,23 +655,8 @@ mod tests {
         })
     }
 
-    /// The first cluster of the directory entry named `name` (8.3, padded) in `area`.
-    fn entry_cluster(area: &mut [u8], name: &[u8; 11]) -> (usize, u32) {
-        let at = area
-            .chunks_exact(32)
-            .position(|e| &e[..11] == name)
-            .expect("entry")
-            * 32;
-        (
-            at,
-            u32::from(u16::from_le_bytes([area[at + 26], area[at + 27]])),
-        )
-    }
-
-    #[test]
-    fn a_directory_that_contains_itself_is_damage_not_a_stack_overflow() {
-        // Found by fuzzing (fat_inject): removing the old /autoprov/ recursed into a
-        // subdirectory whose entry points back at /autoprov/ until the stack overflowed.
+    /// A 1 MiB FAT12 file system made by fatfs with `/autoprov/sub/`, and its geometry.
+    fn with_subdirectory() -> (Vec<u8>, Geometry) {
         let mut img = vec![0u8; 1 << 20];
         fatfs::format_volume(Cursor::new(&mut img[..]), fatfs::FormatVolumeOptions::new()).unwrap();
         {
@@ -539,14 +666,131 @@ mod tests {
             fs.unmount().unwrap();
         }
         let g = geometry(&img).unwrap();
-        let root = g.root_ranges(&img)[0].clone();
-        let (_, autoprov) = entry_cluster(&mut img[root], b"AUTOPROV   ");
+        (img, g)
+    }
+
+    /// Where the directory entry `name` (8.3, padded) within `area` of `img` is, and the first
+    /// cluster it names.
+    fn entry(img: &[u8], area: std::ops::Range<usize>, name: &[u8; 11]) -> (usize, u32) {
+        let at = area.start
+            + img[area]
+                .chunks_exact(32)
+                .position(|e| &e[..11] == name)
+                .expect("entry")
+                * 32;
+        (
+            at,
+            u32::from(u16::from_le_bytes([img[at + 26], img[at + 27]])),
+        )
+    }
+
+    fn point(img: &mut [u8], entry_at: usize, cluster: u32) {
+        img[entry_at + 26..entry_at + 28].copy_from_slice(&(cluster as u16).to_le_bytes());
+    }
+
+    #[test]
+    fn a_directory_that_contains_itself_is_damage_not_a_stack_overflow() {
+        // Found by fuzzing (fat_inject): removing the old /autoprov/ recursed into a
+        // subdirectory whose entry points back at /autoprov/ until the stack overflowed.
+        let (mut img, g) = with_subdirectory();
+        let (_, autoprov) = entry(&img, g.root_ranges(&img)[0].clone(), b"AUTOPROV   ");
         let dir = g.cluster_range(autoprov, img.len()).unwrap();
-        let (at, _) = entry_cluster(&mut img[dir.clone()], b"SUB        ");
-        img[dir.start + at + 26..dir.start + at + 28]
-            .copy_from_slice(&(autoprov as u16).to_le_bytes());
+        let (sub, _) = entry(&img, dir, b"SUB        ");
+        point(&mut img, sub, autoprov);
         let err = inject(&mut img, &bundle()).unwrap_err();
-        assert!(err.to_string().contains("directory loop"), "{err}");
+        assert!(err.to_string().contains("(a loop)"), "{err}");
+        assert!(read_bundle(&mut img).is_err());
+    }
+
+    #[test]
+    fn a_reserved_or_outside_cluster_is_damage_before_fatfs_follows_it() {
+        // Found by fuzzing (fat_inject): fatfs computed the sector of cluster 1 as
+        // `cluster - 2` (an overflow panic in debug builds, a wrapped sector in release).
+        for cluster in [1, 0xff0] {
+            let (mut img, g) = with_subdirectory();
+            let (at, _) = entry(&img, g.root_ranges(&img)[0].clone(), b"AUTOPROV   ");
+            point(&mut img, at, cluster);
+            let err = inject(&mut img, &bundle()).unwrap_err();
+            assert!(
+                err.to_string().contains("outside clusters"),
+                "{cluster}: {err}"
+            );
+            assert!(read_bundle(&mut img).is_err());
+        }
+        // The same through the FAT: /autoprov/'s chain goes on to cluster 1.
+        let (mut img, g) = with_subdirectory();
+        let (_, autoprov) = entry(&img, g.root_ranges(&img)[0].clone(), b"AUTOPROV   ");
+        let at = (g.fat_offset + u64::from(autoprov) * 3 / 2) as usize;
+        let v = u16::from_le_bytes([img[at], img[at + 1]]);
+        let v = if autoprov % 2 == 1 {
+            (v & 0x000f) | (1 << 4)
+        } else {
+            (v & 0xf000) | 1
+        };
+        img[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        let err = read_bundle(&mut img).unwrap_err();
+        assert!(err.to_string().contains("links cluster"), "{err}");
+    }
+
+    #[test]
+    fn a_file_in_clusters_the_fat_calls_free_is_damage() {
+        // fatfs would hand those clusters to the bundle and write it over the file.
+        let (mut img, g) = with_subdirectory();
+        let (at, _) = entry(&img, g.root_ranges(&img)[0].clone(), b"AUTOPROV   ");
+        point(&mut img, at, 1500);
+        let err = read_bundle(&mut img).unwrap_err();
+        assert!(err.to_string().contains("marks free"), "{err}");
+    }
+
+    /// A directory entry that is not one: a file `JUNK.BIN` in cluster 1500 (free in the FAT),
+    /// as leftovers after a directory's end marker look to a reader that goes past it.
+    fn junk_entry() -> [u8; 32] {
+        let mut e = [0u8; 32];
+        e[..11].copy_from_slice(b"JUNK    BIN");
+        e[11] = 0x20;
+        e[26..28].copy_from_slice(&1500u16.to_le_bytes());
+        e[28..32].copy_from_slice(&100u32.to_le_bytes());
+        e
+    }
+
+    fn assert_reads_back(img: &mut [u8]) {
+        let b = bundle();
+        inject(img, &b).unwrap();
+        let back = read_bundle(img).unwrap().expect("bundle");
+        assert_eq!(back.manifest(), b.manifest());
+    }
+
+    #[test]
+    fn an_old_folder_known_by_its_short_name_is_replaced_not_written_into() {
+        // Found by fuzzing (fat_inject): /autoprov/ with a damaged long name was not found by
+        // its long name, so it was not removed; fatfs found it by its short name and wrote the
+        // bundle into it, and the leftovers after its end marker became entries.
+        let (mut img, g) = with_subdirectory();
+        let root = g.root_ranges(&img)[0].clone();
+        let (at, autoprov) = entry(&img, root, b"AUTOPROV   ");
+        // The long-name part before the short entry: its first character becomes '@'.
+        assert_eq!(img[at - 32 + 11], 0x0f);
+        img[at - 32 + 1] = b'@';
+        let dir = g.cluster_range(autoprov, img.len()).unwrap();
+        img[dir.clone()].fill(0);
+        for e in img[dir.start + 5 * 32..dir.end].chunks_exact_mut(32) {
+            e.copy_from_slice(&junk_entry());
+        }
+        assert_reads_back(&mut img);
+    }
+
+    #[test]
+    fn leftovers_after_the_root_directory_end_stay_ignored() {
+        // The new folder's entries take the first free slots of the root; before, what followed
+        // the end marker there was read as entries once the marker was overwritten.
+        let mut img = vec![0u8; 1 << 20];
+        fatfs::format_volume(Cursor::new(&mut img[..]), fatfs::FormatVolumeOptions::new()).unwrap();
+        let g = geometry(&img).unwrap();
+        let root = g.root_ranges(&img)[0].clone();
+        for e in img[root.start + 2 * 32..root.start + 8 * 32].chunks_exact_mut(32) {
+            e.copy_from_slice(&junk_entry());
+        }
+        assert_reads_back(&mut img);
     }
 
     #[test]
