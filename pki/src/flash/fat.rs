@@ -17,6 +17,10 @@ use autoprov_bundle::{Bundle, CARD_FOLDER, ReadError};
 use fatfs::{Date, DateTime, FileSystem, FsOptions, Time, TimeProvider};
 use zeroize::Zeroizing;
 
+/// The short names of a directory's entries for itself and its parent.
+const DOT: &[u8; 11] = b".          ";
+const DOTDOT: &[u8; 11] = b"..         ";
+
 /// Volume labels that mark the boot partition (compared without case).
 pub const LABELS: [&str; 2] = ["FIRMWARE", "bootfs"];
 
@@ -261,8 +265,13 @@ fn check_structure(fat: &[u8]) -> Result<(), FatError> {
             for e in fat[range].chunks_exact(32) {
                 match e[0] {
                     0x00 => break 'entries,
-                    0xE5 | b'.' => continue,
+                    0xE5 => continue,
                     _ => {}
+                }
+                // `.` and `..` name this directory and its parent; `remove_tree` skips exactly
+                // these two, by the same short names.
+                if &e[..11] == DOT || &e[..11] == DOTDOT {
+                    continue;
                 }
                 // Long-name parts and the volume label name no clusters.
                 if e[11] & 0x0f == 0x0f || e[11] & 0x08 != 0 {
@@ -501,8 +510,6 @@ impl Geometry {
 /// marks the two slots after them free, and points `..` at cluster 0 as the specification wants
 /// for a parent that is the root directory.
 fn fix_dot_entries(fat: &mut [u8]) -> Result<(), FatError> {
-    const DOT: &[u8; 11] = b".          ";
-    const DOTDOT: &[u8; 11] = b"..         ";
     let name = {
         let mut n = [b' '; 11];
         let upper = CARD_FOLDER.to_ascii_uppercase();
@@ -572,12 +579,19 @@ fn remove_tree(dir: &Dir<'_, '_>, name: &str) -> Result<bool, FatError> {
     };
     if entry.is_dir() {
         let sub = entry.to_dir();
+        // `.` and `..` by their short names, as `check_structure` skips them: anything else is
+        // a child it checked, so the recursion ends.
         let names: Vec<String> = sub
             .iter()
+            .filter(|e| {
+                e.as_ref().map_or(true, |e| {
+                    !matches!(e.short_file_name().as_str(), "." | "..")
+                })
+            })
             .map(|e| e.map(|e| e.file_name()))
             .collect::<Result<_, _>>()
             .map_err(FatError::Damaged)?;
-        for child in names.iter().filter(|n| *n != "." && *n != "..") {
+        for child in &names {
             remove_tree(&sub, child)?;
         }
     }
@@ -700,6 +714,20 @@ mod tests {
         let err = inject(&mut img, &bundle()).unwrap_err();
         assert!(err.to_string().contains("(a loop)"), "{err}");
         assert!(read_bundle(&mut img).is_err());
+    }
+
+    #[test]
+    fn a_directory_named_like_a_dot_entry_is_checked_too() {
+        // Found by fuzzing (fat_inject): the structure check skipped every entry whose name
+        // starts with '.', the removal only `.` and `..`: a loop through `.SUB` went unseen.
+        let (mut img, g) = with_subdirectory();
+        let (_, autoprov) = entry(&img, g.root_ranges(&img)[0].clone(), b"AUTOPROV   ");
+        let dir = g.cluster_range(autoprov, img.len()).unwrap();
+        let (sub, _) = entry(&img, dir, b"SUB        ");
+        img[sub..sub + 11].copy_from_slice(b".SUB       ");
+        point(&mut img, sub, autoprov);
+        let err = inject(&mut img, &bundle()).unwrap_err();
+        assert!(err.to_string().contains("(a loop)"), "{err}");
     }
 
     #[test]
