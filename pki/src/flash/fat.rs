@@ -283,12 +283,21 @@ fn check_structure(fat: &[u8]) -> Result<(), FatError> {
                     0
                 };
                 let first = ((hi << 16) | le16(e, 26)) as u32;
-                if first == 0 {
-                    continue;
-                }
                 let name = String::from_utf8_lossy(&e[..11]).trim_end().to_owned();
+                let is_dir = e[11] & 0x10 != 0;
+                match (first, is_dir) {
+                    // An empty file.
+                    (0, false) => continue,
+                    // Only `..` may say 0 (the root); `fatfs` opens the root for any other.
+                    (0, true) => {
+                        return Err(damaged(format!(
+                            "the directory {name} has no cluster (it would be the root again: a loop)"
+                        )));
+                    }
+                    _ => {}
+                }
                 let chain = g.chain_ranges(fat, first, &mut owned, &name)?;
-                if e[11] & 0x10 != 0 {
+                if is_dir {
                     dirs.push(chain);
                 }
             }
@@ -728,6 +737,20 @@ mod tests {
         point(&mut img, sub, autoprov);
         let err = inject(&mut img, &bundle()).unwrap_err();
         assert!(err.to_string().contains("(a loop)"), "{err}");
+    }
+
+    #[test]
+    fn a_directory_without_a_cluster_is_a_loop_to_the_root() {
+        // Found by fuzzing (fat_inject): fatfs opens the root for a directory whose entry
+        // names cluster 0, so /autoprov/sub/ pointing there held /autoprov/ again, and so on
+        // until the stack overflowed.
+        let (mut img, g) = with_subdirectory();
+        let (_, autoprov) = entry(&img, g.root_ranges(&img)[0].clone(), b"AUTOPROV   ");
+        let dir = g.cluster_range(autoprov, img.len()).unwrap();
+        let (sub, _) = entry(&img, dir, b"SUB        ");
+        point(&mut img, sub, 0);
+        let err = inject(&mut img, &bundle()).unwrap_err();
+        assert!(err.to_string().contains("a loop"), "{err}");
     }
 
     #[test]
