@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod import;
+pub mod memory;
 pub mod notify;
 pub mod reading;
 pub mod run;

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::clock::{NonDecreasing, parse_rfc3339, rfc3339, unix_now};
 use crate::config::{Config, ConfigError};
 use crate::credentials::{Credentials, CredentialsError};
+use crate::memory;
 use crate::notify::{Notifier, watchdog_interval};
 use crate::reading::Reading;
 use crate::sensor::{self, Measurement, Sampler, SamplerStats, SensorError};
@@ -100,6 +101,7 @@ fn start<F: Future<Output = ()>>(
     shutdown: impl FnOnce() -> Result<F, RunError>,
 ) -> Result<(), RunError> {
     let device_id = config.require_device_id()?.clone();
+    memory::one_arena();
     let creds = Credentials::load(&config.state_dir)?;
     creds.check_key_matches()?;
     let leaf = creds.leaf_info();
@@ -291,6 +293,11 @@ async fn run_loop(
             _ = &mut shutdown => break,
             Some(ev) = link_rx.recv() => {
                 handle_link_event(ev, &mut client, &mut spool, &mut flight, &mut counters)?;
+                // A draining backlog brings an event per publish and per PUBACK: take all that
+                // are waiting before going round the select again (and refilling the window).
+                while let Ok(ev) = link_rx.try_recv() {
+                    handle_link_event(ev, &mut client, &mut spool, &mut flight, &mut counters)?;
+                }
             }
             Some((ts, m, stats)) = feed.rx.recv() => {
                 counters.sampler = stats;
@@ -453,6 +460,8 @@ fn handle_link_event(
             *client = Some(c);
             flight.clear();
             spool.rewind();
+            // Start-up and the TLS handshake are over: their memory is not needed again.
+            memory::give_back();
             let backlog = spool.backlog();
             if backlog > 0 {
                 tracing::info!("sending {backlog} spooled readings");
@@ -477,6 +486,7 @@ fn handle_link_event(
                         n as f64 / secs.max(1e-9)
                     );
                     counters.draining = None;
+                    memory::give_back();
                 }
             }
         }

@@ -122,6 +122,7 @@ impl Mosquitto {
              log_type warning\n\
              log_type notice\n\
              log_type information\n\
+             log_type subscribe\n\
              connection_messages true\n",
             ca = p("ca.crt").display(),
             crt = p("server.crt").display(),
@@ -211,6 +212,11 @@ impl Mosquitto {
     /// The broker's CA file (the fleet root).
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.crt")
+    }
+
+    /// The persistence file (written by each autosave).
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join("data").join("mosquitto.db")
     }
 
     /// Where the broker's log goes.
@@ -374,13 +380,26 @@ impl Subscriber {
             stop,
             supervisor: Some(supervisor),
         };
-        // Subscribed once the broker logs the session; wait for its autosave so the
-        // subscription outlives a SIGKILL of the broker.
-        let seen = wait_until(Duration::from_secs(10), || {
-            broker.log().contains(&format!("as {id}"))
+        // Subscribed once the broker logs the subscription (`log_type subscribe`: "ID QOS
+        // TOPIC"); then wait for an autosave after it, so that the session and its
+        // subscription outlive a SIGKILL of the broker. Events, not a time: a loaded machine
+        // may take seconds to get there.
+        let subscribed = format!("{id} 1 {topic}");
+        let seen = wait_until(Duration::from_secs(30), || {
+            broker.log().contains(&subscribed)
         });
-        assert!(seen, "subscriber did not connect:\n{}", broker.log());
-        std::thread::sleep(Duration::from_millis(2500));
+        assert!(seen, "subscriber did not subscribe:\n{}", broker.log());
+        let after = std::time::SystemTime::now();
+        let saved = wait_until(Duration::from_secs(30), || {
+            fs::metadata(broker.database())
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t > after)
+        });
+        assert!(
+            saved,
+            "the broker did not save its database after the subscription:\n{}",
+            broker.log()
+        );
         sub
     }
 

@@ -38,6 +38,20 @@ impl SimulatedSensor {
     }
 }
 
+/// A quarter of [`wave`]'s period: `wave(x + QUARTER)` is to `wave` what cosine is to sine.
+const QUARTER: f64 = std::f64::consts::FRAC_PI_2;
+
+/// A sine-like wave in -1..=1 with sine's period, made of two parabolas. `f64::sin` would be the
+/// only thing linking libm into the agent, which maps it (600 KiB resident on a desktop kernel)
+/// on every device, for values only tests and virtual machines see.
+fn wave(x: f64) -> f64 {
+    let turns = x.abs() / std::f64::consts::TAU;
+    // The fraction of a period, without `floor` (also libm on some targets); x >= 0 here.
+    let f = turns - (turns as u64) as f64;
+    let half = |g: f64| 8.0 * g * (1.0 - 2.0 * g);
+    if f < 0.5 { half(f) } else { -half(f - 0.5) }
+}
+
 impl Sensor for SimulatedSensor {
     fn read(&mut self) -> Result<Measurement, SensorError> {
         self.step += 1;
@@ -45,8 +59,8 @@ impl Sensor for SimulatedSensor {
             return Err(SensorError::Simulated);
         }
         let phase = self.step as f64 / 60.0;
-        let t = 21.0 + 4.0 * phase.sin() + self.unit() - 0.5;
-        let h = 50.0 + 15.0 * (phase / 3.0).cos() + 2.0 * self.unit() - 1.0;
+        let t = 21.0 + 4.0 * wave(phase) + self.unit() - 0.5;
+        let h = 50.0 + 15.0 * wave(phase / 3.0 + QUARTER) + 2.0 * self.unit() - 1.0;
         Ok(Measurement {
             temperature_c: (t * 10.0).round() / 10.0,
             humidity_pct: (h * 10.0).round() / 10.0,
@@ -66,6 +80,15 @@ impl Sensor for SimulatedSensor {
 mod tests {
     use super::*;
     use crate::sensor::check_range;
+
+    #[test]
+    fn wave_follows_sine_within_six_percent() {
+        for i in 0..1000 {
+            let x = i as f64 * 0.0377;
+            assert!((wave(x) - x.sin()).abs() < 0.06, "x = {x}");
+            assert!((wave(x + QUARTER) - x.cos()).abs() < 0.06, "x = {x}");
+        }
+    }
 
     #[test]
     fn same_seed_same_values_and_all_in_range() {

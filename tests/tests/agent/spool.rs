@@ -7,19 +7,28 @@ use autoprov_tests::wait_until;
 
 use super::{Setup, assert_contiguous_from_one, setup};
 
-/// Runs the agent with the broker down for `run_for`, then stops it with SIGTERM.
+/// Runs the agent with the broker down for `run_for` and at least until a reading is spooled
+/// (a loaded machine may take longer than `run_for` to start it), then stops it with SIGTERM.
 fn spool_offline(s: &mut Setup, run_for: Duration) -> String {
     s.broker.stop();
     let mut agent = s.env.spawn();
     std::thread::sleep(run_for);
+    let spooled = wait_until(Duration::from_secs(30), || {
+        segments(s)
+            .iter()
+            .any(|p| fs::metadata(p).is_ok_and(|m| m.len() > 0))
+    });
+    assert!(spooled, "nothing was spooled:\n{}", agent.log());
     let status = agent.terminate(Duration::from_secs(10));
     assert!(status.success(), "{}", agent.log());
     agent.log()
 }
 
 fn segments(s: &Setup) -> Vec<PathBuf> {
+    // None yet before the agent has made the directory.
     let mut v: Vec<PathBuf> = fs::read_dir(s.env.state().join("spool"))
-        .unwrap()
+        .into_iter()
+        .flatten()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "seg"))
         .collect();
@@ -80,26 +89,73 @@ fn full_spool_drops_the_oldest_and_counts_them() {
         "50-small.toml",
         "[spool]\nmax_size = \"64KiB\"\n[sensor]\ninterval = \"2ms\"\n",
     );
-    let log = spool_offline(&mut s, Duration::from_millis(3000));
-    assert!(log.contains("spool full"), "{log}");
+    s.broker.stop();
+    let mut agent = s.env.spawn();
+    // How long filling 64 KiB takes depends on the disk's fsync and the machine's load: wait
+    // for the spool to say it is full, not for a time.
+    assert!(
+        agent.wait_for_log("spool full", Duration::from_secs(60)),
+        "{}",
+        agent.log()
+    );
+    let status = agent.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{}", agent.log());
+    let log = agent.log();
     let size: u64 = segments(&s)
         .iter()
         .map(|p| fs::metadata(p).unwrap().len())
         .sum();
     assert!(size <= 64 * 1024, "spool is {size} bytes");
-    // Drain at a pace the spool can keep up with: at 2 ms a reading a loaded machine fills it
-    // faster than it drains, and the spool rightly keeps dropping while the backlog goes out.
+    let dropped = dropped_so_far(&log);
+    assert!(dropped > 0, "{log}");
+    // Drain under a bound the backlog cannot reach again, so the readings taken meanwhile drop
+    // nothing more (at 64 KiB a loaded machine may rightly drop the oldest while they go out).
     s.env.dropin(
         "50-small.toml",
-        "[spool]\nmax_size = \"64KiB\"\n[sensor]\ninterval = \"100ms\"\n",
+        "[spool]\nmax_size = \"1MiB\"\n[sensor]\ninterval = \"100ms\"\n",
     );
     s.broker.start_again();
     let mut agent = s.env.spawn();
-    assert!(wait_until(Duration::from_secs(20), || s.sub.seqs().len() >= 400));
+    assert!(
+        agent.wait_for_log("next seq", Duration::from_secs(30)),
+        "{}",
+        agent.log()
+    );
+    let last_spooled = next_seq(&agent.log()) - 1;
+    let all_out = wait_until(Duration::from_secs(60), || {
+        s.sub.seqs().last().is_some_and(|&max| max >= last_spooled)
+    });
     agent.terminate(Duration::from_secs(10));
+    assert!(all_out, "seq {last_spooled} never arrived\n{}", agent.log());
+    assert!(!agent.log().contains("spool full"), "{}", agent.log());
     let seqs = s.sub.seqs();
-    // The oldest readings were dropped; what is left arrives without holes.
-    assert!(seqs[0] > 1, "nothing was dropped: {:?}", &seqs[..5]);
+    // Exactly the oldest readings were dropped, every one of them counted, and what is left
+    // arrives without holes.
+    assert_eq!(
+        seqs[0],
+        dropped + 1,
+        "the first reading delivered is not the first one not dropped: {:?}\n{log}",
+        &seqs[..5.min(seqs.len())]
+    );
     let tail: Vec<u64> = seqs.iter().map(|x| x - seqs[0] + 1).collect();
     assert_contiguous_from_one(&tail, &agent.log());
+}
+
+/// The running count of dropped readings in the last "spool full" line of an agent's log.
+fn dropped_so_far(log: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains("spool full"))
+        .filter_map(|l| {
+            let (_, tail) = l.rsplit_once('(')?;
+            tail.strip_suffix(" dropped so far)")?.parse().ok()
+        })
+        .next_back()
+        .unwrap_or_else(|| panic!("no dropped count in the log:\n{log}"))
+}
+
+/// The next seq an agent announced on start ("…, next seq N").
+fn next_seq(log: &str) -> u64 {
+    log.lines()
+        .find_map(|l| l.split_once("next seq ")?.1.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no next seq in the log:\n{log}"))
 }
