@@ -41,7 +41,11 @@ in
   # them.
   cargo-nextest = cargoRun "nextest"
     [ cargo-nextest mosquitto openssl dosfstools mtools util-linux e2fsprogs zstd ]
-    "cargo nextest run --workspace --offline --locked --no-fail-fast";
+    ''
+      # autoprov-tests runs both binaries, which cargo builds only for their own package's tests.
+      cargo build --workspace --bins --offline --locked
+      cargo nextest run --workspace --offline --locked --no-fail-fast
+    '';
 
   rustfmt = runCommand "autoprov-rustfmt" { nativeBuildInputs = [ rustfmt ]; } ''
     cd ${src}

@@ -27,7 +27,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = dir.join(name);
     assert!(
         path.exists(),
-        "{} is not built: run the tests with `cargo nextest run --workspace` (or `cargo build -p {name}` first), or set AUTOPROV_BIN_DIR",
+        "{} is not built: build it first (`cargo build --workspace --bins`; scripts/test does), or set AUTOPROV_BIN_DIR",
         path.display()
     );
     path
