@@ -850,14 +850,18 @@ mod tests {
         assert_eq!(drain(&mut s), vec![6]);
     }
 
+    /// A spool in `dir` holding readings 1..=n, closed again.
+    fn write_readings(dir: &Path, n: u64) {
+        let mut s = Spool::open(dir, opts(1 << 20)).unwrap();
+        for seq in 1..=n {
+            s.append(seq, &payload(seq)).unwrap();
+        }
+    }
+
     #[test]
     fn torn_tail_is_truncated_and_counted_and_appending_continues() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(tmp.path(), opts(1 << 20)).unwrap();
-        for seq in 1..=3 {
-            s.append(seq, &payload(seq)).unwrap();
-        }
-        drop(s);
+        write_readings(tmp.path(), 3);
         let seg = tmp.path().join(segment_name(1));
         let good = fs::metadata(&seg).unwrap().len();
         // A record cut in the middle, as a power cut during write leaves it.
@@ -875,11 +879,7 @@ mod tests {
     #[test]
     fn flipped_bit_fails_the_crc_and_cuts_from_there() {
         let tmp = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(tmp.path(), opts(1 << 20)).unwrap();
-        for seq in 1..=4 {
-            s.append(seq, &payload(seq)).unwrap();
-        }
-        drop(s);
+        write_readings(tmp.path(), 4);
         let seg = tmp.path().join(segment_name(1));
         let mut bytes = fs::read(&seg).unwrap();
         let rec = bytes.len() / 4;

@@ -336,14 +336,17 @@ pub(crate) mod tests {
         assert_eq!(sample().files().last().unwrap().0, MANIFEST);
     }
 
+    fn owned_files(b: &Bundle) -> BTreeMap<String, Vec<u8>> {
+        b.files()
+            .into_iter()
+            .map(|(n, d)| (n.to_owned(), d.to_vec()))
+            .collect()
+    }
+
     #[test]
     fn tampered_file_is_named() {
         let b = sample();
-        let mut files: BTreeMap<String, Vec<u8>> = b
-            .files()
-            .into_iter()
-            .map(|(n, d)| (n.to_owned(), d.to_vec()))
-            .collect();
+        let mut files = owned_files(&b);
         files.get_mut(CA_CERT).unwrap().push(b'!');
         let err = Bundle::from_files(|n| Ok(files.get(n).cloned())).unwrap_err();
         assert!(
@@ -355,11 +358,7 @@ pub(crate) mod tests {
     #[test]
     fn missing_listed_file_is_named() {
         let b = sample();
-        let mut files: BTreeMap<String, Vec<u8>> = b
-            .files()
-            .into_iter()
-            .map(|(n, d)| (n.to_owned(), d.to_vec()))
-            .collect();
+        let mut files = owned_files(&b);
         files.remove(DEVICE_KEY);
         let err = Bundle::from_files(|n| Ok(files.get(n).cloned())).unwrap_err();
         assert!(err.to_string().contains("device.key is listed"), "{err}");

@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use autoprov_bundle::DeviceId;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{
+    Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
+};
 use serde::Serialize;
 
 /// The migrations, in order; `user_version` is how many have run.
@@ -287,6 +289,22 @@ impl Inventory {
         move |e| classify(&self.path, e)
     }
 
+    /// Runs `body` in an immediate (write-locked) transaction and commits what it did; an error
+    /// from `body` rolls all of it back. `body` gets the file's path for [`classify`].
+    fn in_transaction<T>(
+        &mut self,
+        body: impl FnOnce(&Transaction<'_>, &Path) -> Result<T, InventoryError>,
+    ) -> Result<T, InventoryError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| classify(&path, e))?;
+        let out = body(&tx, &path)?;
+        tx.commit().map_err(|e| classify(&path, e))?;
+        Ok(out)
+    }
+
     fn configure(&mut self, lock_timeout: Duration) -> Result<(), InventoryError> {
         self.conn.busy_timeout(lock_timeout).map_err(self.err())?;
         // The first statement to touch the file: a non-database shows up here.
@@ -313,30 +331,27 @@ impl Inventory {
     }
 
     fn migrate(&mut self) -> Result<(), InventoryError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| classify(&path, e))?;
-        let version: i64 = tx
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| classify(&path, e))?;
-        if version > MIGRATIONS.len() as i64 {
-            return Err(InventoryError::TooNew {
-                path,
-                found: version,
-                known: MIGRATIONS.len(),
-            });
-        }
-        if version == MIGRATIONS.len() as i64 {
-            return Ok(());
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            tx.execute_batch(sql).map_err(|e| classify(&path, e))?;
-            tx.pragma_update(None, "user_version", i as i64 + 1)
-                .map_err(|e| classify(&path, e))?;
-        }
-        tx.commit().map_err(|e| classify(&path, e))
+        self.in_transaction(|tx, path| {
+            let version: i64 = tx
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(|e| classify(path, e))?;
+            if version > MIGRATIONS.len() as i64 {
+                return Err(InventoryError::TooNew {
+                    path: path.to_path_buf(),
+                    found: version,
+                    known: MIGRATIONS.len(),
+                });
+            }
+            if version == MIGRATIONS.len() as i64 {
+                return Ok(());
+            }
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                tx.execute_batch(sql).map_err(|e| classify(path, e))?;
+                tx.pragma_update(None, "user_version", i as i64 + 1)
+                    .map_err(|e| classify(path, e))?;
+            }
+            Ok(())
+        })
     }
 
     /// The file.
@@ -372,71 +387,71 @@ impl Inventory {
         expect: Expect,
         now: &str,
     ) -> Result<(), InventoryError> {
-        let path = self.path.clone();
-        let e = |e| classify(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        {
-            let mut active = tx
-                .prepare_cached(
-                    "SELECT serial FROM certificates
+        self.in_transaction(|tx, path| {
+            let e = |e| classify(path, e);
+            {
+                let mut active = tx
+                    .prepare_cached(
+                        "SELECT serial FROM certificates
                      WHERE kind = 'device' AND subject = ?1 AND status = 'active' LIMIT 1",
-                )
-                .map_err(e)?;
-            let mut device = tx
+                    )
+                    .map_err(e)?;
+                let mut device = tx
                 .prepare_cached(
                     "INSERT INTO devices (id, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 )
                 .map_err(e)?;
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO certificates (serial, kind, subject, device_id, fingerprint,
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO certificates (serial, kind, subject, device_id, fingerprint,
                          key_type, not_before, not_after, status, issued_at, der)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10)",
-                )
-                .map_err(e)?;
-            for c in certs {
-                let device_id = match c.kind {
-                    Kind::Device => {
-                        let id = DeviceId::new(c.subject.clone())
-                            .map_err(|err| InventoryError::NotFound(err.to_string()))?;
-                        let current: Option<String> = active
-                            .query_row([&c.subject], |r| r.get(0))
-                            .optional()
-                            .map_err(e)?;
-                        match (expect, current) {
-                            (Expect::NoActive, Some(serial)) => {
-                                return Err(InventoryError::DeviceActive { device: id, serial });
-                            }
-                            (Expect::Active, None) => {
-                                return Err(InventoryError::NothingToRotate(id));
-                            }
-                            _ => {}
-                        }
-                        device.execute(params![c.subject, now]).map_err(e)?;
-                        Some(c.subject.as_str())
-                    }
-                    Kind::Server => None,
-                };
-                insert
-                    .execute(params![
-                        c.serial,
-                        c.kind.name(),
-                        c.subject,
-                        device_id,
-                        c.fingerprint,
-                        c.key_type,
-                        c.not_before,
-                        c.not_after,
-                        now,
-                        c.der
-                    ])
+                    )
                     .map_err(e)?;
+                for c in certs {
+                    let device_id = match c.kind {
+                        Kind::Device => {
+                            let id = DeviceId::new(c.subject.clone())
+                                .map_err(|err| InventoryError::NotFound(err.to_string()))?;
+                            let current: Option<String> = active
+                                .query_row([&c.subject], |r| r.get(0))
+                                .optional()
+                                .map_err(e)?;
+                            match (expect, current) {
+                                (Expect::NoActive, Some(serial)) => {
+                                    return Err(InventoryError::DeviceActive {
+                                        device: id,
+                                        serial,
+                                    });
+                                }
+                                (Expect::Active, None) => {
+                                    return Err(InventoryError::NothingToRotate(id));
+                                }
+                                _ => {}
+                            }
+                            device.execute(params![c.subject, now]).map_err(e)?;
+                            Some(c.subject.as_str())
+                        }
+                        Kind::Server => None,
+                    };
+                    insert
+                        .execute(params![
+                            c.serial,
+                            c.kind.name(),
+                            c.subject,
+                            device_id,
+                            c.fingerprint,
+                            c.key_type,
+                            c.not_before,
+                            c.not_after,
+                            now,
+                            c.der
+                        ])
+                        .map_err(e)?;
+                }
             }
-        }
-        tx.commit().map_err(e)
+            Ok(())
+        })
     }
 
     /// Marks pending certificates `active` (their bundles are written), in one transaction. The
@@ -449,14 +464,7 @@ impl Inventory {
         revoke_previous: bool,
         now: &str,
     ) -> Result<Vec<String>, InventoryError> {
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| classify(&path, e))?;
-        let revoked = activate_in(&tx, &path, serials, revoke_previous, now)?;
-        tx.commit().map_err(|e| classify(&path, e))?;
-        Ok(revoked)
+        self.in_transaction(|tx, path| activate_in(tx, path, serials, revoke_previous, now))
     }
 
     /// Revokes a pending certificate whose delivery failed (its bundle may or may not exist, so
@@ -478,46 +486,42 @@ impl Inventory {
         reason: &str,
         now: &str,
     ) -> Result<Vec<CertRow>, InventoryError> {
-        let path = self.path.clone();
-        let e = |e| classify(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        let rows: Vec<CertRow> = {
-            let mut q = tx
-                .prepare(&format!(
-                    "SELECT {ROW_COLUMNS} FROM certificates WHERE kind = ?1 AND subject = ?2
+        self.in_transaction(|tx, path| {
+            let e = |e| classify(path, e);
+            let rows: Vec<CertRow> = {
+                let mut q = tx
+                    .prepare(&format!(
+                        "SELECT {ROW_COLUMNS} FROM certificates WHERE kind = ?1 AND subject = ?2
                      AND (?3 IS NULL OR serial = ?3) ORDER BY rowid"
-                ))
-                .map_err(e)?;
-            q.query_map(params![kind.name(), subject, serial], row)
-                .map_err(e)?
-                .collect::<Result<_, _>>()
-                .map_err(e)?
-        };
-        if rows.is_empty() {
-            return Err(InventoryError::NotFound(match serial {
-                Some(s) => {
-                    format!("{subject} has no certificate with serial {s}; see `autoprov list`")
-                }
-                None => format!("{subject} is not in the inventory; see `autoprov list`"),
-            }));
-        }
-        let todo: Vec<CertRow> = rows
-            .into_iter()
-            .filter(|r| r.status != Status::Revoked)
-            .collect();
-        for r in &todo {
-            tx.execute(
-                "UPDATE certificates SET status = 'revoked', revoked_at = ?2,
+                    ))
+                    .map_err(e)?;
+                q.query_map(params![kind.name(), subject, serial], row)
+                    .map_err(e)?
+                    .collect::<Result<_, _>>()
+                    .map_err(e)?
+            };
+            if rows.is_empty() {
+                return Err(InventoryError::NotFound(match serial {
+                    Some(s) => {
+                        format!("{subject} has no certificate with serial {s}; see `autoprov list`")
+                    }
+                    None => format!("{subject} is not in the inventory; see `autoprov list`"),
+                }));
+            }
+            let todo: Vec<CertRow> = rows
+                .into_iter()
+                .filter(|r| r.status != Status::Revoked)
+                .collect();
+            for r in &todo {
+                tx.execute(
+                    "UPDATE certificates SET status = 'revoked', revoked_at = ?2,
                      revocation_reason = ?3 WHERE serial = ?1",
-                params![r.serial, now, reason],
-            )
-            .map_err(e)?;
-        }
-        tx.commit().map_err(e)?;
-        Ok(todo)
+                    params![r.serial, now, reason],
+                )
+                .map_err(e)?;
+            }
+            Ok(todo)
+        })
     }
 
     /// Every certificate, by subject then in the order they were recorded.
@@ -569,27 +573,23 @@ impl Inventory {
 
     /// Draws the next CRL number (1, 2, …), durably.
     pub fn next_crl_number(&mut self) -> Result<u64, InventoryError> {
-        let path = self.path.clone();
-        let e = |e| classify(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        let current: Option<String> = tx
-            .query_row("SELECT value FROM meta WHERE key = 'crl_number'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(e)?;
-        let next = current.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + 1;
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('crl_number', ?1)
+        self.in_transaction(|tx, path| {
+            let e = |e| classify(path, e);
+            let current: Option<String> = tx
+                .query_row("SELECT value FROM meta WHERE key = 'crl_number'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(e)?;
+            let next = current.and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + 1;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('crl_number', ?1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [next.to_string()],
-        )
-        .map_err(e)?;
-        tx.commit().map_err(e)?;
-        Ok(next)
+                [next.to_string()],
+            )
+            .map_err(e)?;
+            Ok(next)
+        })
     }
 
     /// Records that writing a card for `device` started and returns the record's id for
@@ -603,34 +603,30 @@ impl Inventory {
         target: &str,
         now: &str,
     ) -> Result<i64, InventoryError> {
-        let path = self.path.clone();
-        let e = |e| classify(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        self.in_transaction(|tx, path| {
+            let e = |e| classify(path, e);
+            tx.execute(
+                "INSERT INTO devices (id, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![device.as_str(), now],
+            )
             .map_err(e)?;
-        tx.execute(
-            "INSERT INTO devices (id, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            params![device.as_str(), now],
-        )
-        .map_err(e)?;
-        tx.execute(
-            "UPDATE flashes SET result = 'failed', finished_at = ?2,
+            tx.execute(
+                "UPDATE flashes SET result = 'failed', finished_at = ?2,
                  detail = 'interrupted: autoprov stopped before it could record a result'
              WHERE device_id = ?1 AND result = 'started'",
-            params![device.as_str(), now],
-        )
-        .map_err(e)?;
-        // The image digest is known only once the whole image has been read.
-        tx.execute(
+                params![device.as_str(), now],
+            )
+            .map_err(e)?;
+            // The image digest is known only once the whole image has been read.
+            tx.execute(
             "INSERT INTO flashes (device_id, serial, image_sha256, target, started_at, result, kind)
              VALUES (?1, ?2, '', ?3, ?4, 'started', ?5)",
             params![device.as_str(), serial, target, now, kind.name()],
         )
         .map_err(e)?;
-        let id = tx.last_insert_rowid();
-        tx.commit().map_err(e)?;
-        Ok(id)
+            let id = tx.last_insert_rowid();
+            Ok(id)
+        })
     }
 
     /// Records how a flash ended, together with what it means for its certificate, in one
@@ -643,35 +639,31 @@ impl Inventory {
         end: &FlashEnd<'_>,
         now: &str,
     ) -> Result<Vec<String>, InventoryError> {
-        let path = self.path.clone();
-        let e = |e| classify(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        tx.execute(
-            "UPDATE flashes SET finished_at = ?2, result = ?3, image_sha256 = ?4, detail = ?5
+        self.in_transaction(|tx, path| {
+            let e = |e| classify(path, e);
+            tx.execute(
+                "UPDATE flashes SET finished_at = ?2, result = ?3, image_sha256 = ?4, detail = ?5
              WHERE id = ?1",
-            params![
-                id,
-                now,
-                if end.ok { "ok" } else { "failed" },
-                end.image_sha256,
-                end.detail
-            ],
-        )
-        .map_err(e)?;
-        let mut revoked = Vec::new();
-        if let Some((serial, revoke_previous)) = end.activate {
-            revoked = activate_in(&tx, &path, &[serial], revoke_previous, now)?;
-        }
-        if let Some((serial, why)) = end.abandon
-            && tx.execute(ABANDON, params![serial, now, why]).map_err(e)? > 0
-        {
-            revoked.push(serial.to_owned());
-        }
-        tx.commit().map_err(e)?;
-        Ok(revoked)
+                params![
+                    id,
+                    now,
+                    if end.ok { "ok" } else { "failed" },
+                    end.image_sha256,
+                    end.detail
+                ],
+            )
+            .map_err(e)?;
+            let mut revoked = Vec::new();
+            if let Some((serial, revoke_previous)) = end.activate {
+                revoked = activate_in(tx, path, &[serial], revoke_previous, now)?;
+            }
+            if let Some((serial, why)) = end.abandon
+                && tx.execute(ABANDON, params![serial, now, why]).map_err(e)? > 0
+            {
+                revoked.push(serial.to_owned());
+            }
+            Ok(revoked)
+        })
     }
 
     /// Every flash and inject, oldest first, or only those of `device`.
@@ -706,7 +698,7 @@ impl Inventory {
 
 /// [`Inventory::activate`] inside a transaction the caller commits.
 fn activate_in(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Transaction<'_>,
     path: &Path,
     serials: &[&str],
     revoke_previous: bool,
