@@ -17,24 +17,21 @@ fn flash_of_a_zstd_image_writes_a_bundle_that_third_party_tools_accept() {
     let built = f.image("nixos", &Layout::default());
     let zst = image::compress(&built.img);
     let card = f.path("card.img");
-    let psk = f.path("wifi.psk");
-    fs::write(&psk, "correct horse battery\n").unwrap();
-    let out = f.ok(&[
-        "flash",
-        DEVICE,
-        "--image",
-        s(&zst),
-        "--to",
-        s(&card),
-        "--wifi-ssid",
-        "FactoryFloor",
-        "--wifi-psk-file",
-        s(&psk),
-        "--set",
-        "sensor.interval=30s",
-        "--set",
-        "mqtt.host=mqtt.example.net",
-    ]);
+    let psk = f.psk_file();
+    let out = f.flash(
+        &zst,
+        &card,
+        &[
+            "--wifi-ssid",
+            "FactoryFloor",
+            "--wifi-psk-file",
+            s(&psk),
+            "--set",
+            "sensor.interval=30s",
+            "--set",
+            "mqtt.host=mqtt.example.net",
+        ],
+    );
     assert!(
         out.contains("verified:     read back with O_DIRECT"),
         "{out}"
@@ -108,7 +105,7 @@ fn raw_gpt_image_is_flashed_the_same_way() {
         },
     );
     let card = f.path("card.img");
-    f.ok(&["flash", DEVICE, "--image", s(&built.img), "--to", s(&card)]);
+    f.flash(&built.img, &card, &[]);
     let c = read_card(&card, &built);
     assert_eq!(c.bundle.device_id().as_str(), DEVICE);
     assert_eq!(
@@ -138,7 +135,7 @@ fn a_raspberry_pi_os_bootfs_fat32_partition_is_found_by_its_label() {
         },
     );
     let card = f.path("card.img");
-    let out = f.ok(&["flash", DEVICE, "--image", s(&built.img), "--to", s(&card)]);
+    let out = f.flash(&built.img, &card, &[]);
     assert!(out.contains("FAT32, label bootfs"), "{out}");
     read_card(&card, &built);
 }
@@ -149,15 +146,7 @@ fn dry_run_writes_and_records_nothing() {
     let built = f.image("nixos", &Layout::default());
     let zst = image::compress(&built.img);
     let card = f.path("card.img");
-    let out = f.ok(&[
-        "flash",
-        DEVICE,
-        "--image",
-        s(&zst),
-        "--to",
-        s(&card),
-        "--dry-run",
-    ]);
+    let out = f.flash(&zst, &card, &["--dry-run"]);
     assert!(out.contains("nothing was written or recorded"), "{out}");
     assert!(
         out.contains("MBR partition 1 (FAT16, label FIRMWARE, 30 MiB at 8 MiB)"),
@@ -170,15 +159,7 @@ fn dry_run_writes_and_records_nothing() {
 
     // An existing target is left byte for byte as it was.
     fs::write(&card, b"previous content").unwrap();
-    f.ok(&[
-        "flash",
-        DEVICE,
-        "--image",
-        s(&zst),
-        "--to",
-        s(&card),
-        "--dry-run",
-    ]);
+    f.flash(&zst, &card, &["--dry-run"]);
     assert_eq!(fs::read(&card).unwrap(), b"previous content");
     assert!(f.certs().is_empty());
 }
@@ -188,19 +169,11 @@ fn re_flashing_an_active_device_needs_replace_and_supersedes_the_old_certificate
     let f = Fixture::new();
     let built = f.image("nixos", &Layout::default());
     let card = f.path("card.img");
-    let flash = |extra: &[&str]| {
-        let mut args = vec!["flash", DEVICE, "--image", s(&built.img), "--to", s(&card)];
-        args.extend_from_slice(extra);
-        args.into_iter().map(str::to_owned).collect::<Vec<_>>()
-    };
-    let run = |args: Vec<String>| f.autoprov(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(run(flash(&[])).status.success());
+    f.flash(&built.img, &card, &[]);
     let first = f.certs()[0].0.clone();
     let before = fs::read(&card).unwrap();
 
-    let out = run(flash(&[]));
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = f.flash_fails(&built.img, &card, &[], 2);
     assert!(err.contains("--replace"), "{err}");
     assert_eq!(
         fs::read(&card).unwrap(),
@@ -209,7 +182,7 @@ fn re_flashing_an_active_device_needs_replace_and_supersedes_the_old_certificate
     );
     assert_eq!(f.certs().len(), 1);
 
-    assert!(run(flash(&["--replace"])).status.success());
+    f.flash(&built.img, &card, &["--replace"]);
     let certs = f.certs();
     assert_eq!(certs[0], (first, "superseded".to_owned()));
     assert_eq!(certs[1].1, "active");
@@ -229,31 +202,14 @@ fn reuse_cert_writes_the_active_certificate_from_its_bundle_directory() {
     let card = f.path("card.img");
 
     // Without the directory there is no key to write.
-    let err = f.fails(
-        &[
-            "flash",
-            DEVICE,
-            "--image",
-            s(&built.img),
-            "--to",
-            s(&card),
-            "--reuse-cert",
-        ],
-        2,
-    );
+    let err = f.flash_fails(&built.img, &card, &["--reuse-cert"], 2);
     assert!(err.contains("--bundle"), "{err}");
 
-    f.ok(&[
-        "flash",
-        DEVICE,
-        "--image",
-        s(&built.img),
-        "--to",
-        s(&card),
-        "--reuse-cert",
-        "--bundle",
-        s(&bundle_dir),
-    ]);
+    f.flash(
+        &built.img,
+        &card,
+        &["--reuse-cert", "--bundle", s(&bundle_dir)],
+    );
     let c = read_card(&card, &built);
     assert_eq!(c.bundle.manifest().serial, serial);
     assert_eq!(

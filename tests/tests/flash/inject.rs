@@ -3,17 +3,25 @@
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 
-use autoprov_tests::image::{self, Layout};
+use autoprov_tests::image::{self, Built, Layout};
 
 use crate::{DEVICE, Fixture, read_card, s};
+
+/// The default image flashed, with `extra` flash arguments, to `card.img`: the card `inject`
+/// then works on.
+fn flashed_card(f: &Fixture, extra: &[&str]) -> (Built, PathBuf) {
+    let built = f.image("nixos", &Layout::default());
+    let card = f.path("card.img");
+    f.flash(&built.img, &card, extra);
+    (built, card)
+}
 
 #[test]
 fn inject_twice_replaces_the_bundle_in_place_and_keeps_the_data_partition() {
     let f = Fixture::new();
-    let built = f.image("nixos", &Layout::default());
-    let card = f.path("card.img");
-    f.ok(&["flash", DEVICE, "--image", s(&built.img), "--to", s(&card)]);
+    let (built, card) = flashed_card(&f, &[]);
     let first = read_card(&card, &built).bundle.manifest().serial.clone();
 
     // The device ran: its root partition now holds data that must survive a rotation.
@@ -26,7 +34,7 @@ fn inject_twice_replaces_the_bundle_in_place_and_keeps_the_data_partition() {
         .unwrap();
     let before = fs::read(&card).unwrap();
 
-    let out = f.ok(&["inject", DEVICE, "--to", s(&card)]);
+    let out = f.inject(&card, &[]);
     assert!(out.contains("rewritten in place"), "{out}");
     assert!(out.contains(&format!("{first} superseded")), "{out}");
     let c = read_card(&card, &built);
@@ -45,7 +53,7 @@ fn inject_twice_replaces_the_bundle_in_place_and_keeps_the_data_partition() {
         b"[pi3]\nkernel=u-boot-rpi3.bin\n"
     );
 
-    let out = f.ok(&["inject", DEVICE, "--to", s(&card), "--revoke-previous"]);
+    let out = f.inject(&card, &["--revoke-previous"]);
     assert!(out.contains(&format!("{second} revoked")), "{out}");
     let c = read_card(&card, &built);
     let third = c.bundle.manifest().serial.clone();
@@ -93,9 +101,7 @@ fn inject_twice_replaces_the_bundle_in_place_and_keeps_the_data_partition() {
 #[test]
 fn inject_after_rotate_writes_the_rotated_bundle() {
     let f = Fixture::new();
-    let built = f.image("nixos", &Layout::default());
-    let card = f.path("card.img");
-    f.ok(&["flash", DEVICE, "--image", s(&built.img), "--to", s(&card)]);
+    let (built, card) = flashed_card(&f, &[]);
     let rotated = f.path("rotated");
     f.ok(&["rotate", DEVICE, "--out", s(&rotated)]);
     let active = f
@@ -104,17 +110,16 @@ fn inject_after_rotate_writes_the_rotated_bundle() {
         .find(|(_, st)| st == "active")
         .unwrap()
         .0;
-    f.ok(&[
-        "inject",
-        DEVICE,
-        "--to",
-        s(&card),
-        "--reuse-cert",
-        "--bundle",
-        s(&rotated),
-        "--set",
-        "sensor.interval=1m",
-    ]);
+    f.inject(
+        &card,
+        &[
+            "--reuse-cert",
+            "--bundle",
+            s(&rotated),
+            "--set",
+            "sensor.interval=1m",
+        ],
+    );
     let c = read_card(&card, &built);
     assert_eq!(c.bundle.manifest().serial, active);
     assert!(
@@ -128,12 +133,10 @@ fn inject_after_rotate_writes_the_rotated_bundle() {
 #[test]
 fn inject_dry_run_and_compressed_targets_change_nothing() {
     let f = Fixture::new();
-    let built = f.image("nixos", &Layout::default());
-    let card = f.path("card.img");
-    f.ok(&["flash", DEVICE, "--image", s(&built.img), "--to", s(&card)]);
+    let (_, card) = flashed_card(&f, &[]);
     let before = fs::read(&card).unwrap();
     let certs = f.certs();
-    let out = f.ok(&["inject", DEVICE, "--to", s(&card), "--dry-run"]);
+    let out = f.inject(&card, &["--dry-run"]);
     assert!(
         out.contains("replacing the /autoprov/ already there"),
         "{out}"
@@ -143,9 +146,9 @@ fn inject_dry_run_and_compressed_targets_change_nothing() {
     assert_eq!(f.flashes().len(), 1);
 
     let zst = image::compress(&card);
-    let err = f.fails(&["inject", DEVICE, "--to", s(&zst)], 2);
+    let err = f.inject_fails(&zst, &[], 2);
     assert!(err.contains("zstd-compressed"), "{err}");
-    let err = f.fails(&["inject", DEVICE, "--to", s(&f.path("missing.img"))], 2);
+    let err = f.inject_fails(&f.path("missing.img"), &[], 2);
     assert!(err.contains("missing.img"), "{err}");
     assert_eq!(f.certs(), certs);
 }
@@ -153,24 +156,18 @@ fn inject_dry_run_and_compressed_targets_change_nothing() {
 #[test]
 fn inject_keeps_the_cards_settings_and_wifi_unless_new_ones_are_given() {
     let f = Fixture::new();
-    let built = f.image("nixos", &Layout::default());
-    let card = f.path("card.img");
-    let psk = f.path("wifi.psk");
-    fs::write(&psk, "correct horse battery\n").unwrap();
-    f.ok(&[
-        "flash",
-        DEVICE,
-        "--image",
-        s(&built.img),
-        "--to",
-        s(&card),
-        "--wifi-ssid",
-        "FactoryFloor",
-        "--wifi-psk-file",
-        s(&psk),
-        "--set",
-        "mqtt.host=mqtt.example.net",
-    ]);
+    let psk = f.psk_file();
+    let (built, card) = flashed_card(
+        &f,
+        &[
+            "--wifi-ssid",
+            "FactoryFloor",
+            "--wifi-psk-file",
+            s(&psk),
+            "--set",
+            "mqtt.host=mqtt.example.net",
+        ],
+    );
     let first = read_card(&card, &built).bundle;
     // The device booted: the agent imported the bundle and erased the key from the card.
     let c = read_card(&card, &built);
@@ -183,7 +180,7 @@ fn inject_keeps_the_cards_settings_and_wifi_unless_new_ones_are_given() {
     );
     image::write_at(&card, built.boot.start, &fat);
 
-    let out = f.ok(&["inject", DEVICE, "--to", s(&card)]);
+    let out = f.inject(&card, &[]);
     assert!(
         out.contains("kept:         device.toml and wifi.conf"),
         "{out}"
@@ -193,14 +190,7 @@ fn inject_keeps_the_cards_settings_and_wifi_unless_new_ones_are_given() {
     assert_eq!(second.device_toml(), first.device_toml());
     assert_eq!(second.wifi_conf(), first.wifi_conf());
 
-    f.ok(&[
-        "inject",
-        DEVICE,
-        "--to",
-        s(&card),
-        "--set",
-        "sensor.interval=1m",
-    ]);
+    f.inject(&card, &["--set", "sensor.interval=1m"]);
     let third = read_card(&card, &built).bundle;
     let toml = std::str::from_utf8(third.device_toml()).unwrap();
     assert!(

@@ -87,6 +87,34 @@ impl Fixture {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `autoprov flash DEVICE --image IMAGE --to TARGET EXTRA…`, which must succeed, and
+    /// returns its stdout.
+    pub fn flash(&self, image: &Path, to: &Path, extra: &[&str]) -> String {
+        self.ok(&flash_args(image, to, extra))
+    }
+
+    /// Runs the same flash, which must fail with `code`, and returns its stderr.
+    pub fn flash_fails(&self, image: &Path, to: &Path, extra: &[&str], code: i32) -> String {
+        self.fails(&flash_args(image, to, extra), code)
+    }
+
+    /// Runs `autoprov inject DEVICE --to CARD EXTRA…`, which must succeed, and returns its stdout.
+    pub fn inject(&self, card: &Path, extra: &[&str]) -> String {
+        self.ok(&inject_args(card, extra))
+    }
+
+    /// Runs the same inject, which must fail with `code`, and returns its stderr.
+    pub fn inject_fails(&self, card: &Path, extra: &[&str], code: i32) -> String {
+        self.fails(&inject_args(card, extra), code)
+    }
+
+    /// `wifi.psk` in the fixture's directory, holding the passphrase `correct horse battery`.
+    pub fn psk_file(&self) -> PathBuf {
+        let psk = self.path("wifi.psk");
+        std::fs::write(&psk, "correct horse battery\n").unwrap();
+        psk
+    }
+
     /// Runs a command that must fail with `code` and returns its stderr.
     pub fn fails<A: AsRef<str>>(&self, args: &[A], code: i32) -> String {
         let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
@@ -100,6 +128,18 @@ impl Fixture {
         );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
+}
+
+fn flash_args<'a>(image: &'a Path, to: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["flash", DEVICE, "--image", s(image), "--to", s(to)];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn inject_args<'a>(card: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["inject", DEVICE, "--to", s(card)];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// Whether the fixture's `crl.pem` lists `serial` (read by openssl).

@@ -2,16 +2,26 @@
 //! revokes the certificate.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 
-use autoprov_tests::image::{self, Layout};
+use autoprov_tests::image::{self, Built, Layout};
 
-use crate::{DEVICE, Fixture, s};
+use crate::{Fixture, s};
 
 /// Nothing recorded and no target created.
-fn assert_untouched(f: &Fixture, card: &std::path::Path) {
+fn assert_untouched(f: &Fixture, card: &Path) {
     assert!(!card.exists(), "{} was created", card.display());
     assert!(f.certs().is_empty(), "{:?}", f.certs());
     assert!(f.flashes().is_empty(), "{:?}", f.flashes());
+}
+
+/// Flashes `image` to `card.img` with `extra`, which must fail with exit code 2 and leave
+/// everything untouched; returns the error.
+fn refused(f: &Fixture, image: &Path, extra: &[&str]) -> String {
+    let card = f.path("card.img");
+    let err = f.flash_fails(image, &card, extra, 2);
+    assert_untouched(f, &card);
+    err
 }
 
 #[test]
@@ -24,48 +34,22 @@ fn an_image_without_a_firmware_partition_needs_partition_n() {
             ..Layout::default()
         },
     );
-    let card = f.path("card.img");
-    let err = f.fails(
-        &["flash", DEVICE, "--image", s(&built.img), "--to", s(&card)],
-        2,
-    );
+    let err = refused(&f, &built.img, &[]);
     assert!(
         err.contains("no FAT partition labelled FIRMWARE or bootfs"),
         "{err}"
     );
     assert!(err.contains("FAT16 labelled \"BOOT\""), "{err}");
     assert!(err.contains("--partition N"), "{err}");
-    assert_untouched(&f, &card);
 
-    let err = f.fails(
-        &[
-            "flash",
-            DEVICE,
-            "--image",
-            s(&built.img),
-            "--to",
-            s(&card),
-            "--partition",
-            "2",
-        ],
-        2,
-    );
+    let err = refused(&f, &built.img, &["--partition", "2"]);
     assert!(
         err.contains("partition 2 is not a usable FAT filesystem"),
         "{err}"
     );
-    assert_untouched(&f, &card);
 
-    f.ok(&[
-        "flash",
-        DEVICE,
-        "--image",
-        s(&built.img),
-        "--to",
-        s(&card),
-        "--partition",
-        "1",
-    ]);
+    let card = f.path("card.img");
+    f.flash(&built.img, &card, &["--partition", "1"]);
     crate::read_card(&card, &built);
 }
 
@@ -74,10 +58,8 @@ fn a_file_that_is_not_a_disk_image_is_refused() {
     let f = Fixture::new();
     let junk = f.path("junk.img");
     fs::write(&junk, vec![7u8; 1 << 20]).unwrap();
-    let card = f.path("card.img");
-    let err = f.fails(&["flash", DEVICE, "--image", s(&junk), "--to", s(&card)], 2);
+    let err = refused(&f, &junk, &[]);
     assert!(err.contains("no partition table"), "{err}");
-    assert_untouched(&f, &card);
 }
 
 #[test]
@@ -91,34 +73,34 @@ fn a_boot_partition_too_full_for_the_bundle_costs_no_certificate() {
             ..Layout::default()
         },
     );
-    let card = f.path("card.img");
-    let err = f.fails(
-        &["flash", DEVICE, "--image", s(&built.img), "--to", s(&card)],
-        2,
-    );
+    let err = refused(&f, &built.img, &[]);
     assert!(err.contains("too full for the bundle"), "{err}");
-    assert_untouched(&f, &card);
 }
 
 #[test]
 fn zstd_truncated_before_the_boot_partition_is_refused_before_issuing() {
     let f = Fixture::new();
     let built = f.image("nixos", &Layout::default());
-    let zst = image::compress(&built.img);
-    let data = fs::read(&zst).unwrap();
-    fs::write(&zst, &data[..200]).unwrap();
-    let card = f.path("card.img");
-    let err = f.fails(&["flash", DEVICE, "--image", s(&zst), "--to", s(&card)], 2);
+    let zst = damaged_zstd(&built, |data| data.truncate(200));
+    let err = refused(&f, &zst, &[]);
     assert!(
         err.contains("corrupt") || err.contains("truncated"),
         "{err}"
     );
-    assert_untouched(&f, &card);
+}
+
+/// `built`'s image compressed with zstd, the stream then changed by `damage`.
+fn damaged_zstd(built: &Built, damage: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
+    let zst = image::compress(&built.img);
+    let mut data = fs::read(&zst).unwrap();
+    damage(&mut data);
+    fs::write(&zst, &data).unwrap();
+    zst
 }
 
 /// An image whose root partition holds incompressible data, so that its zstd stream goes on well
 /// past the boot partition.
-fn image_with_data(f: &Fixture) -> image::Built {
+fn image_with_data(f: &Fixture) -> Built {
     let root = f.path("rootfs");
     fs::create_dir_all(root.join("nix/store")).unwrap();
     let mut noise = vec![0u8; 6 << 20];
@@ -160,34 +142,31 @@ fn assert_failed_and_revoked(f: &Fixture, err: &str) {
     assert!(crate::crl_lists(f, &certs[0].0));
 }
 
-#[test]
-fn zstd_truncated_after_the_boot_partition_fails_the_flash_and_revokes_its_certificate() {
+/// Flashes `image_with_data`'s zstd stream after `damage` to it past the boot partition: the
+/// flash fails while writing (exit code 1) on corrupt zstd data, and is recorded and revoked.
+fn assert_damaged_stream_fails_the_flash_and_revokes(damage: impl FnOnce(&mut Vec<u8>)) {
     let f = Fixture::new();
     let built = image_with_data(&f);
-    let zst = image::compress(&built.img);
-    let data = fs::read(&zst).unwrap();
-    fs::write(&zst, &data[..data.len() * 3 / 4]).unwrap();
+    let zst = damaged_zstd(&built, damage);
     let card = f.path("card.img");
-    let err = f.fails(&["flash", DEVICE, "--image", s(&zst), "--to", s(&card)], 1);
+    let err = f.flash_fails(&zst, &card, &[], 1);
     assert!(err.contains("zstd data is corrupt"), "{err}");
     assert_failed_and_revoked(&f, &err);
 }
 
 #[test]
+fn zstd_truncated_after_the_boot_partition_fails_the_flash_and_revokes_its_certificate() {
+    assert_damaged_stream_fails_the_flash_and_revokes(|data| data.truncate(data.len() * 3 / 4));
+}
+
+#[test]
 fn corrupt_zstd_fails_the_flash_and_revokes_its_certificate() {
-    let f = Fixture::new();
-    let built = image_with_data(&f);
-    let zst = image::compress(&built.img);
-    let mut data = fs::read(&zst).unwrap();
-    let at = data.len() * 3 / 4;
-    for b in &mut data[at..at + 64] {
-        *b ^= 0x5a;
-    }
-    fs::write(&zst, &data).unwrap();
-    let card = f.path("card.img");
-    let err = f.fails(&["flash", DEVICE, "--image", s(&zst), "--to", s(&card)], 1);
-    assert!(err.contains("zstd data is corrupt"), "{err}");
-    assert_failed_and_revoked(&f, &err);
+    assert_damaged_stream_fails_the_flash_and_revokes(|data| {
+        let at = data.len() * 3 / 4;
+        for b in &mut data[at..at + 64] {
+            *b ^= 0x5a;
+        }
+    });
 }
 
 #[test]
@@ -195,23 +174,18 @@ fn bad_settings_and_wifi_arguments_are_refused_before_anything_happens() {
     let f = Fixture::new();
     let built = f.image("nixos", &Layout::default());
     let card = f.path("card.img");
-    let flash = ["flash", DEVICE, "--image", s(&built.img), "--to", s(&card)];
-    let with = |extra: &[&'static str]| -> Vec<String> {
-        flash.iter().chain(extra).map(|a| (*a).to_owned()).collect()
-    };
+    let fails = |extra: &[&str]| f.flash_fails(&built.img, &card, extra, 2);
 
-    let err = f.fails(&with(&["--set", "sensor.intervall=30s"]), 2);
+    let err = fails(&["--set", "sensor.intervall=30s"]);
     assert!(err.contains("unknown field `intervall`"), "{err}");
-    let err = f.fails(&with(&["--set", "mqtt.port=http"]), 2);
+    let err = fails(&["--set", "mqtt.port=http"]);
     assert!(err.contains("expected u16"), "{err}");
     // A PSK is never taken from the command line.
-    f.fails(&with(&["--wifi-ssid", "Net", "--wifi-psk", "secret123"]), 2);
-    f.fails(&with(&["--wifi-ssid", "Net"]), 2);
+    fails(&["--wifi-ssid", "Net", "--wifi-psk", "secret123"]);
+    fails(&["--wifi-ssid", "Net"]);
     let short = f.path("short.psk");
     fs::write(&short, "abc\n").unwrap();
-    let mut args = with(&["--wifi-ssid", "Net", "--wifi-psk-file"]);
-    args.push(s(&short).to_owned());
-    let err = f.fails(&args, 2);
+    let err = fails(&["--wifi-ssid", "Net", "--wifi-psk-file", s(&short)]);
     assert!(err.contains("short.psk"), "{err}");
     assert_untouched(&f, &card);
 }
@@ -221,30 +195,10 @@ fn the_image_itself_and_non_files_are_not_targets() {
     let f = Fixture::new();
     let built = f.image("nixos", &Layout::default());
     let before = fs::read(&built.img).unwrap();
-    let err = f.fails(
-        &[
-            "flash",
-            DEVICE,
-            "--image",
-            s(&built.img),
-            "--to",
-            s(&built.img),
-        ],
-        2,
-    );
+    let err = f.flash_fails(&built.img, &built.img, &[], 2);
     assert!(err.contains("is the image itself"), "{err}");
     assert_eq!(fs::read(&built.img).unwrap(), before);
-    let err = f.fails(
-        &[
-            "flash",
-            DEVICE,
-            "--image",
-            s(&built.img),
-            "--to",
-            "/dev/null",
-        ],
-        2,
-    );
+    let err = f.flash_fails(&built.img, Path::new("/dev/null"), &[], 2);
     assert!(
         err.contains("not a regular file or a block device"),
         "{err}"
