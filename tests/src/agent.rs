@@ -127,6 +127,23 @@ impl AgentEnv {
         }
     }
 
+    /// Runs `autoprov-agent check`, asserts it succeeds with an `ok` line naming each of
+    /// `names`, and returns its output.
+    pub fn check_ok(&self, names: &[&str]) -> String {
+        let out = self.command(&["check"]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{stdout}\n{out:?}");
+        for name in names {
+            assert!(
+                stdout
+                    .lines()
+                    .any(|l| l.starts_with("ok") && l.contains(name)),
+                "{name} not ok:\n{stdout}"
+            );
+        }
+        stdout
+    }
+
     /// Starts `autoprov-agent run`, logging to `agent-<n>.log`.
     pub fn spawn(&self) -> AgentProcess {
         self.spawn_with(|_| {})

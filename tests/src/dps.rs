@@ -30,7 +30,8 @@ use rumqttc::tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde_json::json;
 
-use crate::mosquitto::{Mosquitto, OBSERVER};
+use crate::mosquitto::{BrokerOptions, Mosquitto, OBSERVER};
+use crate::pki::ServerTls;
 use crate::{Background, wait_until};
 
 /// The CN of the service client that plays DPS.
@@ -48,6 +49,35 @@ topic write $dps/registrations/res/#\n";
 /// The hub's ACL: each device writes its own device-to-cloud messages; the observer reads all.
 pub fn hub_acl() -> String {
     format!("pattern write devices/%u/messages/events/#\nuser {OBSERVER}\ntopic read devices/#\n")
+}
+
+/// A DPS broker ([`DPS_ACL`]) on `server`'s certificate, with the service answering as
+/// `identity` (CN [`SERVICE_IDENTITY`]) per `behaviour`.
+pub fn start_dps(
+    server: &ServerTls,
+    identity: &Bundle,
+    behaviour: Behaviour,
+) -> (Mosquitto, DpsService) {
+    let dps = Mosquitto::start(
+        server,
+        &BrokerOptions {
+            acl: DPS_ACL.into(),
+            ..BrokerOptions::default()
+        },
+    );
+    let service = DpsService::start(&dps, identity, behaviour);
+    (dps, service)
+}
+
+/// A hub ([`hub_acl`]) on `server`'s certificate.
+pub fn start_hub(server: &ServerTls) -> Mosquitto {
+    Mosquitto::start(
+        server,
+        &BrokerOptions {
+            acl: hub_acl(),
+            ..BrokerOptions::default()
+        },
+    )
 }
 
 /// How the stand-in answers registrations.
@@ -77,6 +107,17 @@ pub enum Behaviour {
     Disabled,
     /// No answer at all.
     Silent,
+}
+
+impl Behaviour {
+    /// Assigns to the hub on `localhost` after one 202 with `retry-after: 1`.
+    pub fn assign_localhost() -> Self {
+        Behaviour::Assign {
+            hub: "localhost".into(),
+            polls: 1,
+            retry_after: 1,
+        }
+    }
 }
 
 /// One request the stand-in received.

@@ -32,7 +32,7 @@ use rumqttc::tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::Background;
-use crate::mosquitto::Mosquitto;
+use crate::mosquitto::{BrokerOptions, Mosquitto, OBSERVER};
 use crate::pki::ServerTls;
 
 /// The ALPN protocol AWS IoT speaks for MQTT with client certificates on port 443.
@@ -41,6 +41,18 @@ pub const ALPN: &[u8] = b"x-amzn-mqtt-ca";
 pub const UPSTREAM_ACL: &str = "pattern write dt/%c/#\n";
 /// The CN of the front's own identity towards Mosquitto.
 pub const FRONT_IDENTITY: &str = "jitp-front";
+
+/// The broker behind the front on `server`'s certificate: [`UPSTREAM_ACL`], and the observer
+/// reads `dt/#`.
+pub fn start_upstream(server: &ServerTls) -> Mosquitto {
+    Mosquitto::start(
+        server,
+        &BrokerOptions {
+            acl: format!("{UPSTREAM_ACL}user {OBSERVER}\ntopic read dt/#\n"),
+            ..BrokerOptions::default()
+        },
+    )
+}
 
 /// What the front does with connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,21 +120,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 impl JitpFront {
-    /// Starts the front on a free loopback port: TLS with `server`'s certificate, client
-    /// certificates verified against `registered_ca_pem`, forwarding to `upstream` as
-    /// `identity` (a bundle whose CN is [`FRONT_IDENTITY`]).
-    pub fn start(
-        registered_ca_pem: &str,
-        server: &ServerTls,
-        upstream: &Mosquitto,
-        identity: &Bundle,
-        mode: FrontMode,
-    ) -> Self {
-        Self::start_on(0, registered_ca_pem, server, upstream, identity, mode)
-    }
-
-    /// Like [`JitpFront::start`] on a given loopback port (0: any free one). AWS's port 443
-    /// needs root; panics naming the port if it cannot be bound.
+    /// Starts the front on loopback `port` (0: any free one): TLS with `server`'s certificate,
+    /// client certificates verified against `registered_ca_pem`, forwarding to `upstream` as
+    /// `identity` (a bundle whose CN is [`FRONT_IDENTITY`]). AWS's port 443 needs root; panics
+    /// naming the port if it cannot be bound.
     pub fn start_on(
         port: u16,
         registered_ca_pem: &str,

@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use crate::util::{Fleet, openssl_verify, snapshot, webpki_client, with_leaf};
+use crate::util::{Fleet, common_name, openssl_verify, snapshot, webpki_client, with_leaf};
 
 fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -58,9 +58,7 @@ fn half_present_ca_names_the_missing_file_and_nothing_is_overwritten() {
         std::fs::remove_file(f.pki().join(missing)).unwrap();
         let before = snapshot(&f.pki());
         for args in [vec!["ca", "init"], vec!["issue", "sensor-1", "--out", "b"]] {
-            let r = f.run(&args);
-            assert_eq!(r.code, 2, "{args:?}: {r:#?}");
-            assert!(r.stderr.contains(missing), "{args:?}: {r:#?}");
+            f.fails(&args, 2, missing);
         }
         assert_eq!(snapshot(&f.pki()), before, "{missing}");
         assert!(!f.path("b").exists());
@@ -120,9 +118,11 @@ fn encrypted_keys_need_the_passphrase_only_to_sign() {
     assert!(o.status.success(), "{o:?}");
 
     // No passphrase and no terminal: a clear configuration error, nothing written.
-    let r = f.run(&["issue", "sensor-1", "--out", "b"]);
-    assert_eq!(r.code, 2, "{r:#?}");
-    assert!(r.stderr.contains("AUTOPROV_CA_PASSPHRASE"), "{r:#?}");
+    f.fails(
+        &["issue", "sensor-1", "--out", "b"],
+        2,
+        "AUTOPROV_CA_PASSPHRASE",
+    );
     let wrong = f
         .cmd(&["issue", "sensor-1", "--out", "b"])
         .env("AUTOPROV_CA_PASSPHRASE", "wrong")
@@ -179,16 +179,7 @@ fn verification_cert_carries_the_code_and_chains_to_its_signer() {
             "--out",
             out.to_str().unwrap(),
         ]);
-        let cn = with_leaf(&out, |c| {
-            c.subject()
-                .iter_common_name()
-                .next()
-                .unwrap()
-                .as_str()
-                .unwrap()
-                .to_owned()
-        });
-        assert_eq!(cn, code);
+        assert_eq!(common_name(&out), code);
         openssl_verify(&f.pki(), &out, &[]).unwrap();
     }
     let r = f.run(&["ca", "verification-cert", "--code", "has space"]);

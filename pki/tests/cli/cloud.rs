@@ -10,11 +10,14 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::{Fleet, snapshot, with_leaf};
+use crate::util::{Fleet, common_name, snapshot, with_leaf};
 
 const ACCOUNT: &str = "123456789012";
 const CODE: &str = "6c3a4b0e2f1d98a7c5b4e3d2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2";
 const THING_NAME: &str = "${iot:Connection.Thing.ThingName}";
+const EXISTING_ROLE: &str = "arn:aws:iam::123456789012:role/existing";
+/// `aws setup` with an existing role and SNI-only registration.
+const SNI_ONLY: [&str; 4] = ["--role-arn", EXISTING_ROLE, "--mode", "sni-only"];
 
 fn read_json(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap())
@@ -32,6 +35,40 @@ fn aws_setup(f: &Fleet, out: &str, extra: &[&str]) -> PathBuf {
     args.extend_from_slice(extra);
     f.ok(&args);
     dir
+}
+
+/// `aws setup --out aws --account-id ACCOUNT` plus `extra`.
+fn aws_account(f: &Fleet, extra: &[&str]) -> PathBuf {
+    let mut args = vec!["--account-id", ACCOUNT];
+    args.extend_from_slice(extra);
+    aws_setup(f, "aws", &args)
+}
+
+/// `azure setup --dps my-dps --resource-group my-rg --out azure` plus `extra`: the output
+/// directory and what the command printed.
+fn azure_setup(f: &Fleet, extra: &[&str]) -> (PathBuf, String) {
+    let dir = f.path("azure");
+    let mut args = vec![
+        "azure",
+        "setup",
+        "--dps",
+        "my-dps",
+        "--resource-group",
+        "my-rg",
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = f.ok(&args);
+    (dir, out)
+}
+
+/// Single tier: the root signs devices, so the root is what the setup in `dir` registers.
+fn assert_registers_the_root(f: &Fleet, dir: &Path) {
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ca-certificate.pem")).unwrap(),
+        std::fs::read_to_string(f.pki().join("root.crt")).unwrap()
+    );
 }
 
 /// Every `{"Ref": X}` under `v`.
@@ -61,18 +98,7 @@ fn strings(v: &Value) -> Vec<String> {
 #[test]
 fn aws_setup_files_parse_and_the_template_round_trips_through_the_registration_config() {
     let f = Fleet::with_ca(&[]);
-    let dir = aws_setup(
-        &f,
-        "aws",
-        &[
-            "--account-id",
-            ACCOUNT,
-            "--region",
-            "eu-west-1",
-            "--registration-code",
-            CODE,
-        ],
-    );
+    let dir = aws_account(&f, &["--region", "eu-west-1", "--registration-code", CODE]);
     let template = read_json(&dir.join("jitp-template.json"));
     let registration = read_json(&dir.join("registration-config.json"));
     let body = registration["templateBody"]
@@ -125,15 +151,7 @@ fn aws_cloudformation_stacks_pass_cfn_lint_in_every_mode() {
             &["--account-id", ACCOUNT, "--registration-code", CODE],
         ),
         ("param", &["--account-id", ACCOUNT]),
-        (
-            "sni",
-            &[
-                "--role-arn",
-                "arn:aws:iam::123456789012:role/existing",
-                "--mode",
-                "sni-only",
-            ],
-        ),
+        ("sni", &SNI_ONLY),
     ];
     for (name, args) in variants {
         let dir = aws_setup(&f, name, args);
@@ -155,11 +173,7 @@ fn aws_cloudformation_stacks_pass_cfn_lint_in_every_mode() {
 #[test]
 fn aws_template_declares_only_certificate_parameters_and_uses_every_one() {
     let f = Fleet::with_ca(&[]);
-    let dir = aws_setup(
-        &f,
-        "aws",
-        &["--account-id", ACCOUNT, "--policy-name", "fleet-policy"],
-    );
+    let dir = aws_account(&f, &["--policy-name", "fleet-policy"]);
     let t = read_json(&dir.join("jitp-template.json"));
     let declared: BTreeSet<String> = t["Parameters"]
         .as_object()
@@ -220,18 +234,7 @@ fn aws_template_declares_only_certificate_parameters_and_uses_every_one() {
 #[test]
 fn aws_device_policy_resources_are_scoped_by_the_thing_name() {
     let f = Fleet::with_ca(&[]);
-    let dir = aws_setup(
-        &f,
-        "aws",
-        &[
-            "--account-id",
-            ACCOUNT,
-            "--region",
-            "eu-west-1",
-            "--topic-prefix",
-            "fleet/dt",
-        ],
-    );
+    let dir = aws_account(&f, &["--region", "eu-west-1", "--topic-prefix", "fleet/dt"]);
     let policy = read_json(&dir.join("device-policy.json"));
     let cfn = read_yaml(&dir.join("cloudformation.yaml"));
     let cfn_policy = &cfn["Resources"]["DevicePolicy"]["Properties"]["PolicyDocument"];
@@ -284,22 +287,9 @@ fn aws_device_policy_resources_are_scoped_by_the_thing_name() {
 #[test]
 fn aws_verification_certificate_names_the_code_and_verifies_against_the_registered_ca() {
     let f = Fleet::with_ca(&[]);
-    let dir = aws_setup(
-        &f,
-        "aws",
-        &["--account-id", ACCOUNT, "--registration-code", CODE],
-    );
+    let dir = aws_account(&f, &["--registration-code", CODE]);
     let v = dir.join("verification-certificate.pem");
-    with_leaf(&v, |c| {
-        let cn = c
-            .subject()
-            .iter_common_name()
-            .next()
-            .unwrap()
-            .as_str()
-            .unwrap();
-        assert_eq!(cn, CODE);
-    });
+    assert_eq!(common_name(&v), CODE);
     let o = Command::new("openssl")
         .args(["verify", "-partial_chain", "-CAfile"])
         .arg(dir.join("ca-certificate.pem"))
@@ -312,16 +302,7 @@ fn aws_verification_certificate_names_the_code_and_verifies_against_the_register
 #[test]
 fn aws_sni_only_mode_registers_without_a_verification_certificate() {
     let f = Fleet::with_ca(&[]);
-    let dir = aws_setup(
-        &f,
-        "aws",
-        &[
-            "--role-arn",
-            "arn:aws:iam::123456789012:role/existing",
-            "--mode",
-            "sni-only",
-        ],
-    );
+    let dir = aws_setup(&f, "aws", &SNI_ONLY);
     assert!(!dir.join("verification-certificate.pem").exists());
     let cfn = read_yaml(&dir.join("cloudformation.yaml"));
     let props = &cfn["Resources"]["FleetCa"]["Properties"];
@@ -329,10 +310,7 @@ fn aws_sni_only_mode_registers_without_a_verification_certificate() {
     assert!(props.get("VerificationCertificatePem").is_none());
     // An existing role is used as is: no role in the stack, its ARN in both configurations.
     assert!(cfn["Resources"].get("JitpRole").is_none());
-    assert_eq!(
-        props["RegistrationConfig"]["RoleArn"],
-        "arn:aws:iam::123456789012:role/existing"
-    );
+    assert_eq!(props["RegistrationConfig"]["RoleArn"], EXISTING_ROLE);
     let script = std::fs::read_to_string(dir.join("setup.sh")).unwrap();
     assert!(script.contains("--certificate-mode SNI_ONLY"), "{script}");
     assert!(!script.contains("get-registration-code"), "{script}");
@@ -342,13 +320,9 @@ fn aws_sni_only_mode_registers_without_a_verification_certificate() {
 #[test]
 fn aws_default_mode_without_a_code_leaves_the_proof_to_the_script_and_the_stack_parameter() {
     let f = Fleet::with_ca(&["--single-tier"]);
-    let dir = aws_setup(&f, "aws", &["--account-id", ACCOUNT]);
+    let dir = aws_account(&f, &[]);
     assert!(!dir.join("verification-certificate.pem").exists());
-    // Single tier: the root signs devices, so the root is registered.
-    assert_eq!(
-        std::fs::read_to_string(dir.join("ca-certificate.pem")).unwrap(),
-        std::fs::read_to_string(f.pki().join("root.crt")).unwrap()
-    );
+    assert_registers_the_root(&f, &dir);
     let cfn = read_yaml(&dir.join("cloudformation.yaml"));
     assert_eq!(
         cfn["Parameters"]["VerificationCertificatePem"]["Type"],
@@ -372,20 +346,8 @@ fn aws_default_mode_without_a_code_leaves_the_proof_to_the_script_and_the_stack_
 #[test]
 fn setup_scripts_are_bash_n_clean_executable_and_hold_no_secret() {
     let f = Fleet::with_ca(&[]);
-    let aws = aws_setup(&f, "aws", &["--account-id", ACCOUNT]);
-    let azure = f.path("azure");
-    f.ok(&[
-        "azure",
-        "setup",
-        "--dps",
-        "my-dps",
-        "--resource-group",
-        "my-rg",
-        "--hub",
-        "my-hub",
-        "--out",
-        azure.to_str().unwrap(),
-    ]);
+    let aws = aws_account(&f, &[]);
+    let (azure, _) = azure_setup(&f, &["--hub", "my-hub"]);
     for dir in [&aws, &azure] {
         let script = dir.join("setup.sh");
         let o = Command::new("bash")
@@ -409,35 +371,19 @@ fn setup_scripts_are_bash_n_clean_executable_and_hold_no_secret() {
 #[test]
 fn bad_options_exit_2_name_the_flag_and_write_nothing() {
     let f = Fleet::with_ca(&[]);
-    let cases: &[(&[&str], &str)] = &[
-        (&["aws", "setup", "--out", "o"], "--account-id"),
+    // (command, arguments after `setup --out o`, what the error names)
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("aws", &[], "--account-id"),
+        ("aws", &["--role-arn", "autoprov-jitp"], "--role-arn"),
+        ("aws", &["--account-id", "12345"], "--account-id"),
         (
-            &["aws", "setup", "--out", "o", "--role-arn", "autoprov-jitp"],
-            "--role-arn",
-        ),
-        (
-            &["aws", "setup", "--out", "o", "--account-id", "12345"],
-            "--account-id",
-        ),
-        (
-            &[
-                "aws",
-                "setup",
-                "--out",
-                "o",
-                "--account-id",
-                ACCOUNT,
-                "--topic-prefix",
-                "dt/#",
-            ],
+            "aws",
+            &["--account-id", ACCOUNT, "--topic-prefix", "dt/#"],
             "--topic-prefix",
         ),
         (
+            "aws",
             &[
-                "aws",
-                "setup",
-                "--out",
-                "o",
                 "--account-id",
                 ACCOUNT,
                 "--mode",
@@ -448,56 +394,30 @@ fn bad_options_exit_2_name_the_flag_and_write_nothing() {
             "--registration-code",
         ),
         (
-            &[
-                "aws",
-                "setup",
-                "--out",
-                "o",
-                "--account-id",
-                ACCOUNT,
-                "--registration-code",
-                "not a code",
-            ],
+            "aws",
+            &["--account-id", ACCOUNT, "--registration-code", "not a code"],
             "verification code",
         ),
         (
-            &[
-                "azure",
-                "setup",
-                "--out",
-                "o",
-                "--dps",
-                "my dps",
-                "--resource-group",
-                "rg",
-            ],
+            "azure",
+            &["--dps", "my dps", "--resource-group", "rg"],
             "--dps",
         ),
-        (
-            &[
-                "azure",
-                "setup",
-                "--out",
-                "o",
-                "--dps",
-                "d",
-                "--resource-group",
-                "rg",
-            ],
-            "--dps",
-        ),
+        ("azure", &["--dps", "d", "--resource-group", "rg"], "--dps"),
     ];
-    for (args, names) in cases {
-        let r = f.run(args);
-        assert_eq!(r.code, 2, "{args:?}: {r:#?}");
-        assert!(r.stderr.contains(names), "{args:?}: {r:#?}");
+    for (command, rest, names) in cases {
+        let mut args = vec![*command, "setup", "--out", "o"];
+        args.extend_from_slice(rest);
+        f.fails(&args, 2, names);
         assert!(!f.path("o").exists(), "{args:?} wrote something");
     }
     std::fs::create_dir(f.path("full")).unwrap();
     std::fs::write(f.path("full/keep"), "x").unwrap();
-    let r = f.run(&["aws", "setup", "--out", "full", "--account-id", ACCOUNT]);
-    assert_eq!(r.code, 2, "{r:#?}");
-    assert!(r.stderr.contains("not empty"), "{r:#?}");
+    f.fails(
+        &["aws", "setup", "--out", "full", "--account-id", ACCOUNT],
+        2,
+        "not empty",
+    );
     assert_eq!(std::fs::read_dir(f.path("full")).unwrap().count(), 1);
 }
 
@@ -536,10 +456,30 @@ fn run_script(f: &Fleet, script: &Path, bin: &Path, env: &[(&str, &str)]) -> (bo
     (o.status.success(), text)
 }
 
+/// Runs the setup script in `dir` like [`run_script`], asserts it succeeded, and returns its
+/// output and the [`calls`] it made.
+fn run_ok(f: &Fleet, dir: &Path, bin: &Path, env: &[(&str, &str)]) -> (String, Vec<String>) {
+    let (ok, out) = run_script(f, &dir.join("setup.sh"), bin, env);
+    assert!(ok, "{out}");
+    (out, calls(f))
+}
+
 fn calls(f: &Fleet) -> Vec<String> {
     let log = std::fs::read_to_string(f.path("calls.log")).unwrap_or_default();
     std::fs::remove_file(f.path("calls.log")).ok();
     log.lines().map(str::to_owned).collect()
+}
+
+/// Where the calls starting with each of `order` are, asserting they came in that order.
+fn positions_in_order(calls: &[String], order: &[&str]) -> Vec<usize> {
+    let at: Vec<usize> = order.iter().map(|p| position(calls, p)).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{calls:#?}");
+    at
+}
+
+/// No call contains `needle`.
+fn assert_no_call(calls: &[String], needle: &str) {
+    assert!(!calls.iter().any(|l| l.contains(needle)), "{calls:#?}");
 }
 
 /// Index of the first call starting with `prefix`, panicking with the calls if there is none.
@@ -560,16 +500,9 @@ esac"#;
 #[test]
 fn aws_setup_script_registers_the_ca_in_order_and_prints_the_endpoint() {
     let f = Fleet::with_ca(&[]);
-    let dir = aws_setup(
-        &f,
-        "aws",
-        &["--account-id", ACCOUNT, "--region", "eu-west-1"],
-    );
+    let dir = aws_account(&f, &["--region", "eu-west-1"]);
     let bin = stub_cli(&f, "aws", AWS_STUB);
-    let script = dir.join("setup.sh");
-    let (ok, out) = run_script(&f, &script, &bin, &[("REG_CODE", CODE)]);
-    assert!(ok, "{out}");
-    let c = calls(&f);
+    let (out, c) = run_ok(&f, &dir, &bin, &[("REG_CODE", CODE)]);
     let order = [
         "iam create-role --role-name autoprov-jitp --assume-role-policy-document file://jitp-role-trust.json",
         "iam attach-role-policy --role-name autoprov-jitp --policy-arn arn:aws:iam::aws:policy/service-role/AWSIoTThingsRegistration",
@@ -578,20 +511,9 @@ fn aws_setup_script_registers_the_ca_in_order_and_prints_the_endpoint() {
         "iot register-ca-certificate --ca-certificate file://ca-certificate.pem --verification-cert file://verification-certificate.pem --set-as-active --allow-auto-registration --registration-config file://registration-config.json",
         "iot describe-endpoint --endpoint-type iot:Data-ATS",
     ];
-    let at: Vec<usize> = order.iter().map(|p| position(&c, p)).collect();
-    assert!(at.windows(2).all(|w| w[0] < w[1]), "{c:#?}");
+    positions_in_order(&c, &order);
     // Without --registration-code the script made the proof itself, with the account's code.
-    with_leaf(&dir.join("verification-certificate.pem"), |cert| {
-        assert_eq!(
-            cert.subject()
-                .iter_common_name()
-                .next()
-                .unwrap()
-                .as_str()
-                .unwrap(),
-            CODE
-        );
-    });
+    assert_eq!(common_name(&dir.join("verification-certificate.pem")), CODE);
     assert!(
         out.contains("endpoint = \"a1b2c3-ats.iot.eu-west-1.amazonaws.com\""),
         "{out}"
@@ -599,24 +521,15 @@ fn aws_setup_script_registers_the_ca_in_order_and_prints_the_endpoint() {
     assert!(out.contains("profile = \"aws\""), "{out}");
 
     // Run again with the CA registered: it is updated, not registered twice.
-    let (ok, out) = run_script(&f, &script, &bin, &[("REG_CODE", CODE), ("CA_EXISTS", "1")]);
-    assert!(ok, "{out}");
-    let c = calls(&f);
+    let (_, c) = run_ok(&f, &dir, &bin, &[("REG_CODE", CODE), ("CA_EXISTS", "1")]);
     position(&c, "iot update-ca-certificate --certificate-id ");
-    assert!(
-        !c.iter().any(|l| l.contains("register-ca-certificate")),
-        "{c:#?}"
-    );
+    assert_no_call(&c, "register-ca-certificate");
 }
 
 #[test]
 fn aws_setup_script_stops_when_the_registration_code_is_another_accounts() {
     let f = Fleet::with_ca(&[]);
-    let dir = aws_setup(
-        &f,
-        "aws",
-        &["--account-id", ACCOUNT, "--registration-code", CODE],
-    );
+    let dir = aws_account(&f, &["--registration-code", CODE]);
     let bin = stub_cli(&f, "aws", AWS_STUB);
     let other = "ffff4b0e2f1d98a7c5b4e3d2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4ffff";
     let (ok, out) = run_script(&f, &dir.join("setup.sh"), &bin, &[("REG_CODE", other)]);
@@ -625,31 +538,13 @@ fn aws_setup_script_stops_when_the_registration_code_is_another_accounts() {
         out.contains(&format!("--registration-code {other}")),
         "{out}"
     );
-    let c = calls(&f);
-    assert!(
-        !c.iter().any(|l| l.contains("register-ca-certificate")),
-        "{c:#?}"
-    );
+    assert_no_call(&calls(&f), "register-ca-certificate");
 }
 
 #[test]
 fn azure_setup_script_enrolls_the_ca_with_proof_of_possession_and_prints_the_id_scope() {
     let f = Fleet::with_ca(&[]);
-    let dir = f.path("azure");
-    let out = f.ok(&[
-        "azure",
-        "setup",
-        "--dps",
-        "my-dps",
-        "--resource-group",
-        "my-rg",
-        "--hub",
-        "my-hub",
-        "--verify",
-        "proof-of-possession",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+    let (dir, out) = azure_setup(&f, &["--hub", "my-hub", "--verify", "proof-of-possession"]);
     assert!(out.contains("my-hub.azure-devices.net"), "{out}");
     let bin = stub_cli(
         &f,
@@ -662,9 +557,7 @@ fn azure_setup_script_enrolls_the_ca_with_proof_of_possession_and_prints_the_id_
   "iot dps show"*) echo "0ne00ABCDEF" ;;
 esac"#,
     );
-    let (ok, text) = run_script(&f, &dir.join("setup.sh"), &bin, &[]);
-    assert!(ok, "{text}");
-    let c = calls(&f);
+    let (text, c) = run_ok(&f, &dir, &bin, &[]);
     let cert = "autoprov-";
     let order = [
         "extension add --upgrade --name azure-iot",
@@ -675,8 +568,7 @@ esac"#,
         "iot dps enrollment-group create --dps-name my-dps --resource-group my-rg --enrollment-id autoprov --ca-name autoprov-",
         "iot dps show --name my-dps --resource-group my-rg --query properties.idScope",
     ];
-    let at: Vec<usize> = order.iter().map(|p| position(&c, p)).collect();
-    assert!(at.windows(2).all(|w| w[0] < w[1]), "{c:#?}");
+    let at = positions_in_order(&c, &order);
     let verify = &c[at[4]];
     assert!(
         verify.contains("--path verification-certificate.pem --etag ETAG2"),
@@ -688,17 +580,10 @@ esac"#,
         c[at[5]]
     );
     assert!(c[at[2]].contains(cert) && c[at[2]].contains("--path ca-certificate.pem"));
-    with_leaf(&dir.join("verification-certificate.pem"), |v| {
-        assert_eq!(
-            v.subject()
-                .iter_common_name()
-                .next()
-                .unwrap()
-                .as_str()
-                .unwrap(),
-            "A1B2C3D4E5F6"
-        );
-    });
+    assert_eq!(
+        common_name(&dir.join("verification-certificate.pem")),
+        "A1B2C3D4E5F6"
+    );
     assert!(text.contains("ID scope: 0ne00ABCDEF"), "{text}");
     assert!(text.contains("id_scope = \"0ne00ABCDEF\""), "{text}");
 }
@@ -706,22 +591,8 @@ esac"#,
 #[test]
 fn azure_setup_verified_on_upload_leaves_existing_resources_alone() {
     let f = Fleet::with_ca(&["--single-tier"]);
-    let dir = f.path("azure");
-    f.ok(&[
-        "azure",
-        "setup",
-        "--dps",
-        "my-dps",
-        "--resource-group",
-        "my-rg",
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
-    // Single tier: the root signs devices, so the root is what DPS gets.
-    assert_eq!(
-        std::fs::read_to_string(dir.join("ca-certificate.pem")).unwrap(),
-        std::fs::read_to_string(f.pki().join("root.crt")).unwrap()
-    );
+    let (dir, _) = azure_setup(&f, &[]);
+    assert_registers_the_root(&f, &dir);
     let bin = stub_cli(
         &f,
         "az",
@@ -731,9 +602,7 @@ fn azure_setup_verified_on_upload_leaves_existing_resources_alone() {
   "iot dps show"*) echo "0ne00ABCDEF" ;;
 esac"#,
     );
-    let (ok, text) = run_script(&f, &dir.join("setup.sh"), &bin, &[]);
-    assert!(ok, "{text}");
-    let c = calls(&f);
+    let (_, c) = run_ok(&f, &dir, &bin, &[]);
     let create = &c[position(&c, "iot dps certificate create")];
     assert!(
         create.ends_with("--path ca-certificate.pem --verified true"),
@@ -741,11 +610,9 @@ esac"#,
     );
     let group = &c[position(&c, "iot dps enrollment-group create")];
     assert!(!group.contains("--iot-hubs"), "{group}");
-    assert!(!c.iter().any(|l| l.contains("linked-hub")), "{c:#?}");
+    assert_no_call(&c, "linked-hub");
 
-    let (ok, text) = run_script(&f, &dir.join("setup.sh"), &bin, &[("EXISTS", "1")]);
-    assert!(ok, "{text}");
-    let c = calls(&f);
-    assert!(!c.iter().any(|l| l.contains(" create ")), "{c:#?}");
+    let (text, c) = run_ok(&f, &dir, &bin, &[("EXISTS", "1")]);
+    assert_no_call(&c, " create ");
     assert!(text.contains("left as it is"), "{text}");
 }

@@ -126,9 +126,7 @@ fn demo_refuses_bad_options_with_exit_2_and_makes_nothing() {
     ] {
         let mut all = vec!["demo"];
         all.extend(args);
-        let r = f.run(&all);
-        assert_eq!(r.code, 2, "{all:?}: {r:#?}");
-        assert!(r.stderr.contains(says), "{all:?}: {}", r.stderr);
+        f.fails(&all, 2, says);
     }
     assert_eq!(snapshot(f.tmp.path()), before);
 }

@@ -10,9 +10,7 @@ use crate::util::{Fleet, snapshot};
 fn invalid_device_id_is_a_usage_error_that_explains_the_rule() {
     let f = Fleet::with_ca(&[]);
     for bad in ["Sensor-1", "sensor.1", "_x", &"a".repeat(65)] {
-        let r = f.run(&["issue", bad, "--out", "b"]);
-        assert_eq!(r.code, 2, "{bad}: {r:#?}");
-        assert!(r.stderr.contains("[a-z0-9]"), "{bad}: {r:#?}");
+        f.fails(&["issue", bad, "--out", "b"], 2, "[a-z0-9]");
     }
     assert!(!f.path("b").exists());
     assert!(f.list().is_empty());
@@ -21,9 +19,7 @@ fn invalid_device_id_is_a_usage_error_that_explains_the_rule() {
 #[test]
 fn missing_ca_says_to_run_ca_init() {
     let f = Fleet::new();
-    let r = f.run(&["issue", "sensor-1", "--out", "b"]);
-    assert_eq!(r.code, 2, "{r:#?}");
-    assert!(r.stderr.contains("autoprov ca init"), "{r:#?}");
+    f.fails(&["issue", "sensor-1", "--out", "b"], 2, "autoprov ca init");
     assert!(!f.path("b").exists() && !f.pki().exists());
 }
 
@@ -53,9 +49,11 @@ fn locked_inventory_times_out_with_a_clear_error_and_writes_nothing() {
     let conn = rusqlite::Connection::open(f.pki().join("inventory.db")).unwrap();
     conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
     let started = std::time::Instant::now();
-    let r = f.run(&["--lock-timeout", "1", "issue", "sensor-1", "--out", "b"]);
-    assert_eq!(r.code, 1, "{r:#?}");
-    assert!(r.stderr.contains("locked"), "{r:#?}");
+    f.fails(
+        &["--lock-timeout", "1", "issue", "sensor-1", "--out", "b"],
+        1,
+        "locked",
+    );
     assert!(started.elapsed() >= Duration::from_millis(900));
     assert!(!f.path("b").exists());
     conn.execute_batch("ROLLBACK").unwrap();
@@ -81,9 +79,7 @@ fn expired_issuing_ca_is_refused() {
     let expired = params.signed_by(&issuing_key, &root).unwrap();
     std::fs::write(pki.join("issuing.crt"), expired.pem()).unwrap();
 
-    let r = f.run(&["issue", "sensor-1", "--out", "b"]);
-    assert_eq!(r.code, 2, "{r:#?}");
-    assert!(r.stderr.contains("expired"), "{r:#?}");
+    f.fails(&["issue", "sensor-1", "--out", "b"], 2, "expired");
     assert!(!f.path("b").exists());
     assert!(f.list().is_empty());
 }

@@ -95,9 +95,11 @@ fn leaf_never_outlives_the_issuing_ca() {
 fn device_with_an_active_certificate_is_pointed_to_rotate() {
     let f = Fleet::with_ca(&[]);
     f.issue("sensor-1");
-    let r = f.run(&["issue", "sensor-1", "--out", "again"]);
-    assert_eq!(r.code, 2, "{r:#?}");
-    assert!(r.stderr.contains("autoprov rotate sensor-1"), "{r:#?}");
+    f.fails(
+        &["issue", "sensor-1", "--out", "again"],
+        2,
+        "autoprov rotate sensor-1",
+    );
     assert!(!f.path("again").exists());
     assert_eq!(f.statuses("sensor-1").len(), 1);
 }
@@ -109,9 +111,7 @@ fn non_empty_out_is_refused_without_force_and_left_alone() {
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("notes.txt"), "mine").unwrap();
     let before = snapshot(&out);
-    let r = f.run(&["issue", "sensor-1", "--out", "b"]);
-    assert_eq!(r.code, 2, "{r:#?}");
-    assert!(r.stderr.contains("--force"), "{r:#?}");
+    f.fails(&["issue", "sensor-1", "--out", "b"], 2, "--force");
     assert_eq!(snapshot(&out), before);
     // Refused before signing: no certificate exists.
     assert!(f.list().is_empty());
@@ -124,9 +124,7 @@ fn non_empty_out_is_refused_without_force_and_left_alone() {
 fn out_under_a_regular_file_is_refused_before_signing() {
     let f = Fleet::with_ca(&[]);
     std::fs::write(f.path("file"), "x").unwrap();
-    let r = f.run(&["issue", "sensor-1", "--out", "file/sub"]);
-    assert_eq!(r.code, 2, "{r:#?}");
-    assert!(r.stderr.contains("file"), "{r:#?}");
+    f.fails(&["issue", "sensor-1", "--out", "file/sub"], 2, "file");
     assert!(f.list().is_empty());
 }
 
@@ -134,9 +132,11 @@ fn out_under_a_regular_file_is_refused_before_signing() {
 fn unwritable_out_fails_and_the_undelivered_certificate_is_revoked() {
     let f = Fleet::with_ca(&[]);
     // Nobody, root included, can create directories in /proc: the write fails after signing.
-    let r = f.run(&["issue", "sensor-1", "--out", "/proc/autoprov-unwritable"]);
-    assert_eq!(r.code, 1, "{r:#?}");
-    assert!(r.stderr.contains("/proc"), "{r:#?}");
+    f.fails(
+        &["issue", "sensor-1", "--out", "/proc/autoprov-unwritable"],
+        1,
+        "/proc",
+    );
     assert!(!std::path::Path::new("/proc/autoprov-unwritable").exists());
     let st = f.statuses("sensor-1");
     assert_eq!(st.len(), 1);

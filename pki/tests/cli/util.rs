@@ -89,6 +89,14 @@ impl Fleet {
         r.stdout
     }
 
+    /// Runs, asserts the exit code is `code` and stderr says `says`; returns the run.
+    pub fn fails(&self, args: &[&str], code: i32, says: &str) -> Run {
+        let r = self.run(args);
+        assert_eq!(r.code, code, "autoprov {args:?}: {r:#?}");
+        assert!(r.stderr.contains(says), "autoprov {args:?}: {r:#?}");
+        r
+    }
+
     /// Issues a device into `bundles/<id>` and returns the bundle directory.
     pub fn issue(&self, id: &str) -> PathBuf {
         let out = self.path(&format!("bundles/{id}"));
@@ -219,4 +227,17 @@ pub fn with_leaf<T>(
     let der = pem_certs(chain).remove(0);
     let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
     f(&cert)
+}
+
+/// The common name of the leaf of a chain file.
+pub fn common_name(chain: &Path) -> String {
+    with_leaf(chain, |c| {
+        c.subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned()
+    })
 }

@@ -139,25 +139,36 @@ fn tampered_file_is_refused_and_changes_nothing() {
     refused(&env, "device.toml does not match manifest.toml");
 }
 
-#[test]
-fn key_of_another_device_is_refused() {
-    let mut pki = TestPki::new("Test Fleet");
-    let mine = pki.device(DEVICE, Default::default());
-    let other = pki.device("sensor-008", Default::default());
-    // A manifest consistent with its files, but the key belongs to another certificate.
+/// `mine` with its key and CA certificate replaced, under a manifest consistent with its files:
+/// import must refuse it with `expect_in_message`.
+fn mixed_is_refused(mine: &Bundle, device_key: &[u8], ca_crt: &[u8], expect_in_message: &str) {
     let mixed = Bundle::new(Contents {
         device_id: mine.device_id().clone(),
         serial: mine.manifest().serial.clone(),
         created_at: mine.manifest().created_at.clone(),
         device_crt: mine.device_crt().to_vec(),
-        device_key: zeroize::Zeroizing::new(other.device_key().to_vec()),
-        ca_crt: mine.ca_crt().to_vec(),
+        device_key: zeroize::Zeroizing::new(device_key.to_vec()),
+        ca_crt: ca_crt.to_vec(),
         device_toml: mine.device_toml().to_vec(),
         wifi_conf: None,
     });
     let env = AgentEnv::new();
     env.flash(&mixed);
-    refused(&env, "does not belong to the first certificate");
+    refused(&env, expect_in_message);
+}
+
+#[test]
+fn key_of_another_device_is_refused() {
+    let mut pki = TestPki::new("Test Fleet");
+    let mine = pki.device(DEVICE, Default::default());
+    let other = pki.device("sensor-008", Default::default());
+    // The key belongs to another certificate.
+    mixed_is_refused(
+        &mine,
+        other.device_key(),
+        mine.ca_crt(),
+        "does not belong to the first certificate",
+    );
 }
 
 #[test]
@@ -166,19 +177,12 @@ fn chain_from_another_fleet_is_refused() {
     let mut other = TestPki::new("Other Fleet");
     let mine = pki.device(DEVICE, Default::default());
     let theirs = other.device(DEVICE, Default::default());
-    let mixed = Bundle::new(Contents {
-        device_id: mine.device_id().clone(),
-        serial: mine.manifest().serial.clone(),
-        created_at: mine.manifest().created_at.clone(),
-        device_crt: mine.device_crt().to_vec(),
-        device_key: zeroize::Zeroizing::new(mine.device_key().to_vec()),
-        ca_crt: theirs.ca_crt().to_vec(),
-        device_toml: mine.device_toml().to_vec(),
-        wifi_conf: None,
-    });
-    let env = AgentEnv::new();
-    env.flash(&mixed);
-    refused(&env, "does not verify against");
+    mixed_is_refused(
+        &mine,
+        mine.device_key(),
+        theirs.ca_crt(),
+        "does not verify against",
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use autoprov_tests::agent::AgentProcess;
 use autoprov_tests::wait_until;
 
 use super::{Setup, assert_contiguous_from_one, setup};
@@ -24,6 +25,25 @@ fn spool_offline(s: &mut Setup, run_for: Duration) -> String {
     agent.log()
 }
 
+/// Starts the agent and waits up to `secs` for its log to say `needle`.
+fn spawn_until(s: &Setup, needle: &str, secs: u64) -> AgentProcess {
+    let agent = s.env.spawn();
+    assert!(
+        agent.wait_for_log(needle, Duration::from_secs(secs)),
+        "{}",
+        agent.log()
+    );
+    agent
+}
+
+/// A drop-in bounding the spool to `max_size`, with a reading every `interval`.
+fn spool_bound(s: &Setup, max_size: &str, interval: &str) {
+    s.env.dropin(
+        "50-small.toml",
+        &format!("[spool]\nmax_size = \"{max_size}\"\n[sensor]\ninterval = \"{interval}\"\n"),
+    );
+}
+
 fn segments(s: &Setup) -> Vec<PathBuf> {
     // None yet before the agent has made the directory.
     let mut v: Vec<PathBuf> = fs::read_dir(s.env.state().join("spool"))
@@ -42,12 +62,7 @@ fn restart_with_a_backlog_delivers_every_reading() {
     spool_offline(&mut s, Duration::from_millis(1500));
     assert!(s.sub.seqs().is_empty());
     s.broker.start_again();
-    let mut agent = s.env.spawn();
-    assert!(
-        agent.wait_for_log("sending", Duration::from_secs(10)),
-        "{}",
-        agent.log()
-    );
+    let mut agent = spawn_until(&s, "sending", 10);
     assert!(wait_until(Duration::from_secs(20), || s.sub.seqs().len() >= 40));
     agent.terminate(Duration::from_secs(10));
     assert_contiguous_from_one(&s.sub.seqs(), &agent.log());
@@ -66,12 +81,7 @@ fn torn_tail_is_truncated_counted_and_the_rest_delivered() {
         .write_all(&[0x80, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3])
         .unwrap();
     s.broker.start_again();
-    let mut agent = s.env.spawn();
-    assert!(
-        agent.wait_for_log("torn or corrupt", Duration::from_secs(10)),
-        "{}",
-        agent.log()
-    );
+    let mut agent = spawn_until(&s, "torn or corrupt", 10);
     assert!(wait_until(Duration::from_secs(20), || s.sub.seqs().len() >= 30));
     agent.terminate(Duration::from_secs(10));
     assert!(
@@ -85,19 +95,11 @@ fn torn_tail_is_truncated_counted_and_the_rest_delivered() {
 #[test]
 fn full_spool_drops_the_oldest_and_counts_them() {
     let mut s = setup("");
-    s.env.dropin(
-        "50-small.toml",
-        "[spool]\nmax_size = \"64KiB\"\n[sensor]\ninterval = \"2ms\"\n",
-    );
+    spool_bound(&s, "64KiB", "2ms");
     s.broker.stop();
-    let mut agent = s.env.spawn();
     // How long filling 64 KiB takes depends on the disk's fsync and the machine's load: wait
     // for the spool to say it is full, not for a time.
-    assert!(
-        agent.wait_for_log("spool full", Duration::from_secs(60)),
-        "{}",
-        agent.log()
-    );
+    let mut agent = spawn_until(&s, "spool full", 60);
     let status = agent.terminate(Duration::from_secs(10));
     assert!(status.success(), "{}", agent.log());
     let log = agent.log();
@@ -110,17 +112,9 @@ fn full_spool_drops_the_oldest_and_counts_them() {
     assert!(dropped > 0, "{log}");
     // Drain under a bound the backlog cannot reach again, so the readings taken meanwhile drop
     // nothing more (at 64 KiB a loaded machine may rightly drop the oldest while they go out).
-    s.env.dropin(
-        "50-small.toml",
-        "[spool]\nmax_size = \"1MiB\"\n[sensor]\ninterval = \"100ms\"\n",
-    );
+    spool_bound(&s, "1MiB", "100ms");
     s.broker.start_again();
-    let mut agent = s.env.spawn();
-    assert!(
-        agent.wait_for_log("next seq", Duration::from_secs(30)),
-        "{}",
-        agent.log()
-    );
+    let mut agent = spawn_until(&s, "next seq", 30);
     let last_spooled = next_seq(&agent.log()) - 1;
     let all_out = wait_until(Duration::from_secs(60), || {
         s.sub.seqs().last().is_some_and(|&max| max >= last_spooled)

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use autoprov_tests::jitp::{FRONT_IDENTITY, FrontMode, JitpFront, Outcome, UPSTREAM_ACL};
-use autoprov_tests::mosquitto::{BrokerOptions, Mosquitto, OBSERVER, Subscriber};
+use autoprov_tests::agent::AgentEnv;
+use autoprov_tests::jitp::{FRONT_IDENTITY, FrontMode, JitpFront, Outcome, start_upstream};
+use autoprov_tests::mosquitto::{Mosquitto, OBSERVER, Subscriber};
 use autoprov_tests::pki::TestPki;
 use autoprov_tests::{assert_contiguous_from_one, wait_until};
 use rustls::pki_types::CertificateDer;
@@ -25,13 +26,7 @@ fn aws(mode: FrontMode) -> Aws {
 fn aws_on(port: u16, mode: FrontMode) -> Aws {
     let mut pki = TestPki::new("Test Fleet");
     let server = pki.server();
-    let broker = Mosquitto::start(
-        &server,
-        &BrokerOptions {
-            acl: format!("{UPSTREAM_ACL}user {OBSERVER}\ntopic read dt/#\n"),
-            ..BrokerOptions::default()
-        },
-    );
+    let broker = start_upstream(&server);
     let sub = Subscriber::start(&broker, &pki.device(OBSERVER, Default::default()), "dt/#");
     // What `autoprov aws setup` registers: the CA that signs devices.
     let registered = std::fs::read_to_string(pki.dir().join("issuing.crt")).unwrap();
@@ -45,6 +40,14 @@ fn aws_on(port: u16, mode: FrontMode) -> Aws {
     }
 }
 
+/// [`aws_on`], and a device with its bundle from that PKI configured for the front.
+fn with_device(port: u16, mode: FrontMode) -> (Aws, AgentEnv) {
+    let mut a = aws_on(port, mode);
+    let cfg = config(&a);
+    let env = device(&mut a.pki, &cfg);
+    (a, env)
+}
+
 fn config(a: &Aws) -> String {
     format!(
         "[cloud]\nprofile = \"aws\"\n[aws]\nendpoint = \"localhost\"\nport = {}\nextra_ca_file = \"{}\"\njitp_retry = \"200ms\"\n",
@@ -55,9 +58,7 @@ fn config(a: &Aws) -> String {
 
 #[test]
 fn jitp_first_connect_drop_is_retried_and_readings_arrive_with_contiguous_seq() {
-    let mut a = aws(FrontMode::Jitp);
-    let cfg = config(&a);
-    let env = device(&mut a.pki, &cfg);
+    let (a, env) = with_device(0, FrontMode::Jitp);
     let mut agent = env.spawn();
     let got = wait_until(Duration::from_secs(20), || a.sub.seqs().len() >= 20);
     let status = agent.terminate(Duration::from_secs(10));
@@ -110,9 +111,7 @@ fn jitp_first_connect_drop_is_retried_and_readings_arrive_with_contiguous_seq() 
 
 #[test]
 fn connections_dropped_after_provisioning_are_an_error_retried_at_most_once_a_second() {
-    let mut a = aws(FrontMode::AlwaysDrop);
-    let cfg = config(&a);
-    let env = device(&mut a.pki, &cfg);
+    let (a, env) = with_device(0, FrontMode::AlwaysDrop);
     let mut agent = env.spawn();
     std::thread::sleep(Duration::from_millis(4500));
     let conns = a.front.connections();
@@ -163,19 +162,8 @@ fn a_certificate_from_another_ca_is_refused_in_the_handshake() {
 
 #[test]
 fn check_reports_the_endpoint_and_the_port() {
-    let mut a = aws(FrontMode::Jitp);
-    let cfg = config(&a);
-    let env = device(&mut a.pki, &cfg);
-    let out = env.command(&["check"]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}\n{out:?}");
-    for line in ["aws endpoint", "aws port", "aws iot reachable"] {
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with("ok") && l.contains(line)),
-            "{line}:\n{text}"
-        );
-    }
+    let (a, env) = with_device(0, FrontMode::Jitp);
+    let text = env.check_ok(&["aws endpoint", "aws port", "aws iot reachable"]);
     assert!(text.contains(&format!("{} (MQTT over TLS, no ALPN)", a.front.port())));
 }
 
@@ -183,9 +171,7 @@ fn check_reports_the_endpoint_and_the_port() {
 /// machines run); it fails, naming the port, where that is not possible.
 #[test]
 fn port_443_offers_alpn_x_amzn_mqtt_ca_and_check_shows_it() {
-    let mut a = aws_on(443, FrontMode::Jitp);
-    let cfg = config(&a);
-    let env = device(&mut a.pki, &cfg);
+    let (a, env) = with_device(443, FrontMode::Jitp);
     let mut agent = env.spawn();
     let got = wait_until(Duration::from_secs(20), || a.sub.seqs().len() >= 5);
     let status = agent.terminate(Duration::from_secs(10));
@@ -199,9 +185,7 @@ fn port_443_offers_alpn_x_amzn_mqtt_ca_and_check_shows_it() {
             "{c:#?}"
         );
     }
-    let out = env.command(&["check"]).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let text = env.check_ok(&[]);
     assert!(text.contains("443 with ALPN x-amzn-mqtt-ca"), "{text}");
     assert!(
         text.contains("ALPN x-amzn-mqtt-ca, server certificate trusted"),

@@ -1,10 +1,11 @@
 //! The `azure` profile against the DPS stand-in and a hub with Azure's topic layout.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use autoprov_tests::agent::AgentEnv;
-use autoprov_tests::dps::{Behaviour, DPS_ACL, DpsService, SERVICE_IDENTITY, hub_acl};
-use autoprov_tests::mosquitto::{BrokerOptions, Mosquitto, OBSERVER, Subscriber};
+use autoprov_tests::agent::{AgentEnv, AgentProcess};
+use autoprov_tests::dps::{Behaviour, DpsService, SERVICE_IDENTITY, start_dps, start_hub};
+use autoprov_tests::mosquitto::{Mosquitto, OBSERVER, Subscriber};
 use autoprov_tests::pki::{ServerTls, TestPki};
 use autoprov_tests::{assert_contiguous_from_one, wait_until};
 
@@ -22,36 +23,15 @@ struct Azure {
     env: AgentEnv,
 }
 
-fn assign() -> Behaviour {
-    Behaviour::Assign {
-        hub: "localhost".into(),
-        polls: 1,
-        retry_after: 1,
-    }
-}
-
 fn azure(behaviour: Behaviour, extra: &str) -> Azure {
     let mut pki = TestPki::new("Test Fleet");
     let server = pki.server();
-    let dps = Mosquitto::start(
+    let (dps, service) = start_dps(
         &server,
-        &BrokerOptions {
-            acl: DPS_ACL.into(),
-            ..BrokerOptions::default()
-        },
-    );
-    let service = DpsService::start(
-        &dps,
         &pki.device(SERVICE_IDENTITY, Default::default()),
         behaviour,
     );
-    let hub = Mosquitto::start(
-        &server,
-        &BrokerOptions {
-            acl: hub_acl(),
-            ..BrokerOptions::default()
-        },
-    );
+    let hub = start_hub(&server);
     let sub = Subscriber::start(&hub, &pki.device(OBSERVER, Default::default()), "devices/#");
     // The fixtures' CA, for the documented extra-CA option (the hub's own copy is changed below).
     let trust = tempfile::tempdir().unwrap();
@@ -88,7 +68,7 @@ fn cached(env: &AgentEnv) -> serde_json::Value {
 
 #[test]
 fn fresh_device_registers_then_publishes_to_its_hub_and_restarts_from_the_cache_without_dps() {
-    let mut z = azure(assign(), "");
+    let mut z = azure(Behaviour::assign_localhost(), "");
     let mut agent = z.env.spawn();
     let got = wait_until(Duration::from_secs(20), || z.sub.seqs().len() >= 20);
     let status = agent.terminate(Duration::from_secs(10));
@@ -120,16 +100,9 @@ fn fresh_device_registers_then_publishes_to_its_hub_and_restarts_from_the_cache_
         assert_eq!(v["device_id"], DEVICE);
     }
     let before = z.sub.seqs().len();
-    let check = z.env.command(&["check"]).output().unwrap();
-    let text = String::from_utf8_lossy(&check.stdout);
-    assert!(check.status.success(), "{text}");
-    for line in ["azure assignment", "dps reachable", "hub reachable"] {
-        assert!(
-            text.lines()
-                .any(|l| l.starts_with("ok") && l.contains(line)),
-            "{line}:\n{text}"
-        );
-    }
+    let text = z
+        .env
+        .check_ok(&["azure assignment", "dps reachable", "hub reachable"]);
     assert!(text.contains("hub localhost as sensor-007"), "{text}");
     assert!(text.contains("(0 days ago)"), "{text}");
 
@@ -149,7 +122,7 @@ fn fresh_device_registers_then_publishes_to_its_hub_and_restarts_from_the_cache_
 
 #[test]
 fn a_hub_that_refuses_the_device_sends_it_back_to_dps() {
-    let mut z = azure(assign(), "");
+    let mut z = azure(Behaviour::assign_localhost(), "");
     let mut agent = z.env.spawn();
     assert!(wait_until(Duration::from_secs(20), || z.sub.seqs().len() >= 5));
     assert!(agent.terminate(Duration::from_secs(10)).success());
@@ -159,7 +132,7 @@ fn a_hub_that_refuses_the_device_sends_it_back_to_dps() {
     let other = TestPki::new("Other Fleet").server();
     std::fs::write(z.hub.ca_file(), &other.ca_pem).unwrap();
     z.hub.restart();
-    let mut agent = z.env.spawn();
+    let agent = z.env.spawn();
     let back = wait_until(Duration::from_secs(20), || {
         z.service.registrations().len() >= 2
     });
@@ -174,18 +147,16 @@ fn a_hub_that_refuses_the_device_sends_it_back_to_dps() {
     std::fs::write(z.hub.ca_file(), &z.server.ca_pem).unwrap();
     let before = z.sub.seqs().len();
     z.hub.restart();
-    let more = wait_until(Duration::from_secs(30), || {
-        z.sub.seqs().len() >= before + 20
-    });
-    let status = agent.terminate(Duration::from_secs(10));
-    assert!(more && status.success(), "{}", agent.log());
-    assert_contiguous_from_one(&z.sub.seqs(), &agent.log());
+    twenty_more_none_lost(&z, agent, before);
 }
 
 #[test]
 fn a_hub_unreachable_beyond_reregister_after_sends_the_device_back_to_dps() {
-    let mut z = azure(assign(), "reregister_after = \"1500ms\"\n");
-    let mut agent = z.env.spawn();
+    let mut z = azure(
+        Behaviour::assign_localhost(),
+        "reregister_after = \"1500ms\"\n",
+    );
+    let agent = z.env.spawn();
     assert!(wait_until(Duration::from_secs(20), || z.sub.seqs().len() >= 5));
     // Stopped cleanly: a killed Mosquitto may lose what it acknowledged but had not yet saved,
     // which would be the broker's loss, not the agent's.
@@ -201,12 +172,7 @@ fn a_hub_unreachable_beyond_reregister_after_sends_the_device_back_to_dps() {
     );
     z.hub.start_again();
     let before = z.sub.seqs().len();
-    let more = wait_until(Duration::from_secs(30), || {
-        z.sub.seqs().len() >= before + 20
-    });
-    let status = agent.terminate(Duration::from_secs(10));
-    assert!(more && status.success(), "{}", agent.log());
-    assert_contiguous_from_one(&z.sub.seqs(), &agent.log());
+    twenty_more_none_lost(&z, agent, before);
 }
 
 #[test]
@@ -237,64 +203,73 @@ fn dps_throttling_is_honoured_then_the_device_is_assigned() {
     assert_contiguous_from_one(&z.sub.seqs(), &log);
 }
 
-/// Runs the agent for `secs` against a DPS that never assigns; returns its log and the
-/// registration attempts, then lets DPS assign and checks that nothing spooled was lost.
-fn refused_then_assigned(z: &Azure, secs: u64) -> (String, usize) {
+/// Waits for 20 readings more than `before` (within 30 s), stops `agent` cleanly, and checks
+/// that every reading arrived, contiguous from seq 1.
+fn twenty_more_none_lost(z: &Azure, mut agent: AgentProcess, before: usize) {
+    let more = wait_until(Duration::from_secs(30), || {
+        z.sub.seqs().len() >= before + 20
+    });
+    let status = agent.terminate(Duration::from_secs(10));
+    assert!(more && status.success(), "{}", agent.log());
+    assert_contiguous_from_one(&z.sub.seqs(), &agent.log());
+}
+
+/// Runs the agent for 4 s against a DPS that refuses per `behaviour` (agent.toml's `[azure]`
+/// plus `extra`), then lets DPS assign and checks that nothing spooled was lost. The log of the
+/// refused part must name `reason` and its registration attempts fall within `attempts`.
+/// Returns that log.
+fn refused_then_assigned(
+    behaviour: Behaviour,
+    extra: &str,
+    reason: &str,
+    attempts: RangeInclusive<usize>,
+) -> String {
+    let z = azure(behaviour, extra);
     let mut agent = z.env.spawn();
-    std::thread::sleep(Duration::from_secs(secs));
+    std::thread::sleep(Duration::from_secs(4));
     let log = agent.log();
-    let attempts = z.service.registrations().len();
+    let tried = z.service.registrations().len();
     assert!(z.sub.seqs().is_empty(), "nothing can reach a hub yet");
-    z.service.set_behaviour(assign());
+    z.service.set_behaviour(Behaviour::assign_localhost());
     let got = wait_until(Duration::from_secs(30), || z.sub.seqs().len() >= 40);
     let status = agent.terminate(Duration::from_secs(10));
     assert!(got && status.success(), "{}", agent.log());
     // Readings taken while DPS refused were spooled and arrive from seq 1.
     assert_contiguous_from_one(&z.sub.seqs(), &agent.log());
-    (log, attempts)
+    assert!(log.contains(reason), "{log}");
+    assert!(attempts.contains(&tried), "{tried} attempts in 4 s\n{log}");
+    log
 }
 
 #[test]
 fn a_failed_registration_ends_with_dps_reason_and_backs_off() {
-    let z = azure(Behaviour::Failed, "");
-    let (log, attempts) = refused_then_assigned(&z, 4);
-    assert!(
-        log.contains("registration failed: error 400209, Custom allocation failed"),
-        "{log}"
-    );
     // Each attempt waits DPS's retry-after (1 s) and then the backoff: a handful, not a storm.
-    assert!(
-        (2..=4).contains(&attempts),
-        "{attempts} attempts in 4 s\n{log}"
+    refused_then_assigned(
+        Behaviour::Failed,
+        "",
+        "registration failed: error 400209, Custom allocation failed",
+        2..=4,
     );
 }
 
 #[test]
 fn a_disabled_enrollment_ends_with_a_clear_error_and_backs_off() {
-    let z = azure(Behaviour::Disabled, "");
-    let (log, attempts) = refused_then_assigned(&z, 4);
-    assert!(
-        log.contains("the enrollment of this device is disabled in DPS"),
-        "{log}"
-    );
-    assert!(
-        (2..=4).contains(&attempts),
-        "{attempts} attempts in 4 s\n{log}"
+    refused_then_assigned(
+        Behaviour::Disabled,
+        "",
+        "the enrollment of this device is disabled in DPS",
+        2..=4,
     );
 }
 
 #[test]
 fn a_dps_that_never_answers_times_out_and_backs_off() {
-    let z = azure(Behaviour::Silent, "registration_timeout = \"300ms\"\n");
-    let (log, attempts) = refused_then_assigned(&z, 4);
-    assert!(
-        log.contains("no answer to the registration within azure.registration_timeout (300ms)"),
-        "{log}"
-    );
     // Without backoff a 300 ms timeout would allow 13 attempts in 4 s.
-    assert!(
-        (2..=9).contains(&attempts),
-        "{attempts} attempts in 4 s\n{log}"
+    let log = refused_then_assigned(
+        Behaviour::Silent,
+        "registration_timeout = \"300ms\"\n",
+        "no answer to the registration within azure.registration_timeout (300ms)",
+        2..=9,
     );
     assert!(log.contains("(attempt 3)"), "{log}");
 }
@@ -303,13 +278,7 @@ fn a_dps_that_never_answers_times_out_and_backs_off() {
 fn the_hub_stand_in_lets_a_device_write_only_its_own_events() {
     let mut pki = TestPki::new("Test Fleet");
     let server = pki.server();
-    let hub = Mosquitto::start(
-        &server,
-        &BrokerOptions {
-            acl: hub_acl(),
-            ..BrokerOptions::default()
-        },
-    );
+    let hub = start_hub(&server);
     let sub = Subscriber::start(&hub, &pki.device(OBSERVER, Default::default()), "devices/#");
     let dir = tempfile::tempdir().unwrap();
     autoprov_tests::pki::write_bundle(&pki.device(DEVICE, Default::default()), dir.path());

@@ -5,8 +5,8 @@
 //! leg has no revocation step.
 
 use autoprov_tests::agent::AgentEnv;
-use autoprov_tests::jitp::{FRONT_IDENTITY, FrontMode, JitpFront, Outcome, UPSTREAM_ACL};
-use autoprov_tests::mosquitto::{BrokerOptions, Mosquitto, OBSERVER, Subscriber};
+use autoprov_tests::jitp::{FRONT_IDENTITY, FrontMode, JitpFront, Outcome, start_upstream};
+use autoprov_tests::mosquitto::{OBSERVER, Subscriber};
 use autoprov_tests::wait_until;
 
 use super::{
@@ -39,16 +39,11 @@ fn aws_fleet_flashed_imported_provisioned_just_in_time_refusing_a_foreign_card_a
     let runner = runner("aws");
     let op = Operator::new("Rehearsal Fleet");
     let server = op.server_tls();
-    let broker = Mosquitto::start(
-        &server,
-        &BrokerOptions {
-            acl: format!("{UPSTREAM_ACL}user {OBSERVER}\ntopic read dt/#\n"),
-            ..BrokerOptions::default()
-        },
-    );
+    let broker = start_upstream(&server);
     let sub = Subscriber::start(&broker, &op.bundle(OBSERVER), "dt/#");
     let registered = std::fs::read_to_string(op.path("pki/issuing.crt")).unwrap();
-    let front = JitpFront::start(
+    let front = JitpFront::start_on(
+        0,
         &registered,
         &server,
         &broker,

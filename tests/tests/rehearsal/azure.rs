@@ -5,8 +5,8 @@
 //! not with a CRL, so this leg has no revocation step.
 
 use autoprov_tests::agent::AgentEnv;
-use autoprov_tests::dps::{Behaviour, DPS_ACL, DpsService, SERVICE_IDENTITY, hub_acl};
-use autoprov_tests::mosquitto::{BrokerOptions, Mosquitto, OBSERVER, Subscriber};
+use autoprov_tests::dps::{Behaviour, DpsService, SERVICE_IDENTITY, start_dps, start_hub};
+use autoprov_tests::mosquitto::{OBSERVER, Subscriber};
 
 use super::{FLEET, FOREIGN, Operator, boot_fleet, finish, foreign_card, rotate, runner, seqs_of};
 
@@ -25,29 +25,12 @@ fn azure_fleet_flashed_imported_registered_with_dps_refusing_a_foreign_card_and_
     let runner = runner("azure");
     let op = Operator::new("Rehearsal Fleet");
     let server = op.server_tls();
-    let dps = Mosquitto::start(
+    let (dps, service) = start_dps(
         &server,
-        &BrokerOptions {
-            acl: DPS_ACL.into(),
-            ..BrokerOptions::default()
-        },
-    );
-    let service = DpsService::start(
-        &dps,
         &op.bundle(SERVICE_IDENTITY),
-        Behaviour::Assign {
-            hub: "localhost".into(),
-            polls: 1,
-            retry_after: 1,
-        },
+        Behaviour::assign_localhost(),
     );
-    let hub = Mosquitto::start(
-        &server,
-        &BrokerOptions {
-            acl: hub_acl(),
-            ..BrokerOptions::default()
-        },
-    );
+    let hub = start_hub(&server);
     let sub = Subscriber::start(&hub, &op.bundle(OBSERVER), "devices/#");
     // The image's agent.toml: the azure profile, trusting the fixtures' CA besides Azure's roots.
     let cfg = format!(
