@@ -381,23 +381,23 @@ impl Subscriber {
             supervisor: Some(supervisor),
         };
         // Subscribed once the broker logs the subscription (`log_type subscribe`: "ID QOS
-        // TOPIC"); then wait for an autosave after it, so that the session and its
-        // subscription outlive a SIGKILL of the broker. Events, not a time: a loaded machine
-        // may take seconds to get there.
+        // TOPIC"); then wait until the saved database holds it (mosquitto writes the file anew
+        // and renames it, and a subscription record names its client and topic), so that the
+        // session and its subscription outlive a SIGKILL of the broker. Events, not a time: a
+        // loaded machine may take seconds to get there, and a save can fall in the same
+        // instant as the subscription.
         let subscribed = format!("{id} 1 {topic}");
         let seen = wait_until(Duration::from_secs(30), || {
             broker.log().contains(&subscribed)
         });
         assert!(seen, "subscriber did not subscribe:\n{}", broker.log());
-        let after = std::time::SystemTime::now();
+        let holds = |db: &[u8], text: &str| db.windows(text.len()).any(|w| w == text.as_bytes());
         let saved = wait_until(Duration::from_secs(30), || {
-            fs::metadata(broker.database())
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t > after)
+            fs::read(broker.database()).is_ok_and(|db| holds(&db, &id) && holds(&db, topic))
         });
         assert!(
             saved,
-            "the broker did not save its database after the subscription:\n{}",
+            "the broker's saved database never held the subscription:\n{}",
             broker.log()
         );
         sub
