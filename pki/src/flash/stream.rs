@@ -1,8 +1,9 @@
 //! The one streaming write of an image to its target, the flush to stable storage, and the
 //! read-back that proves the target holds what was written.
 //!
-//! A pipeline of threads: the decoder reads the image file (hashing it with SHA-256, what the
-//! inventory records) and decompresses it into 1 MiB chunks; the writer writes them; for a block
+//! A pipeline of threads: the decoder reads the image file and decompresses it into 1 MiB chunks
+//! (a thread beside it hashes the file with SHA-256, what the inventory records); the writer
+//! writes them; for a block
 //! device a syncer flushes every 32 MiB, so that the progress bar follows the card rather than
 //! the page cache; and the verifier reads each written chunk back and compares it byte for byte
 //! with what was written — the same buffer, kept until then (at most 64 MiB in flight), so no hash
