@@ -6,8 +6,9 @@
 //! about 600 MiB of real files in the root partition — hard links to this machine's /usr, laid out
 //! like a Nix store — and compressed with `zstd -T0` at its default level, as nixpkgs does.
 //!
-//! Runs are interleaved (baseline, no-verify, verify, baseline, …) so that whatever else the
-//! machine does affects all three alike; the medians are compared.
+//! Runs are interleaved, and each round starts with a different one of the three (baseline,
+//! no-verify, verify; then no-verify, verify, baseline; …), so that whatever else the machine does
+//! affects all three alike; the medians are compared.
 //!
 //! ```sh
 //! scripts/bench-flash            # builds autoprov in release, then runs this with 3 rounds
@@ -154,40 +155,54 @@ fn main() {
     let (mut base, mut base_dd, mut plain, mut verified) = (vec![], vec![], vec![], vec![]);
     let mut injects: Vec<String> = vec![];
     for round in 0..rounds {
-        let _ = fs::remove_file(&target);
-        let mut dd = Duration::ZERO;
-        base.push(time(|| {
-            dd = time(|| {
-                run(Command::new("sh").arg("-c").arg(format!(
-                    "zstd -dc '{}' | dd of='{}' bs=4M conv=fsync status=none",
-                    zst.display(),
-                    target.display()
-                )));
-            });
-            run(tool("mmd").arg("-i").arg(&boot_at).arg("::/autoprov"));
-            let mut mcopy = tool("mcopy");
-            mcopy.arg("-i").arg(&boot_at);
-            for f in fs::read_dir(&bundle).unwrap().flatten() {
-                mcopy.arg(f.path());
-            }
-            run(mcopy.arg("::/autoprov/"));
-        }));
-        base_dd.push(dd);
-        for (verify, out) in [(false, &mut plain), (true, &mut verified)] {
+        // The three runs take turns at going first: on a virtual disk a run can pay for the
+        // writeback of the gigabyte written before it, and a fixed order would hand that cost
+        // to the same contestant every round.
+        for run_index in 0..3 {
             let _ = fs::remove_file(&target);
-            let device = format!("bench-{round}-{}", if verify { "v" } else { "n" });
-            let mut cmd = autoprov_cmd();
-            cmd.args(["flash", &device, "--image"])
-                .arg(&zst)
-                .arg("--to")
-                .arg(&target);
-            if !verify {
-                cmd.arg("--no-verify");
-            }
-            let mut report = String::new();
-            out.push(time(|| report = run(&mut cmd)));
-            if let Some(line) = report.lines().find(|l| l.contains("timings:")) {
-                injects.push(line.trim().to_owned());
+            match (round + run_index) % 3 {
+                0 => {
+                    let mut dd = Duration::ZERO;
+                    base.push(time(|| {
+                        dd = time(|| {
+                            run(Command::new("sh").arg("-c").arg(format!(
+                                "zstd -dc '{}' | dd of='{}' bs=4M conv=fsync status=none",
+                                zst.display(),
+                                target.display()
+                            )));
+                        });
+                        run(tool("mmd").arg("-i").arg(&boot_at).arg("::/autoprov"));
+                        let mut mcopy = tool("mcopy");
+                        mcopy.arg("-i").arg(&boot_at);
+                        for f in fs::read_dir(&bundle).unwrap().flatten() {
+                            mcopy.arg(f.path());
+                        }
+                        run(mcopy.arg("::/autoprov/"));
+                    }));
+                    base_dd.push(dd);
+                }
+                contestant => {
+                    let verify = contestant == 2;
+                    let device = format!("bench-{round}-{}", if verify { "v" } else { "n" });
+                    let mut cmd = autoprov_cmd();
+                    cmd.args(["flash", &device, "--image"])
+                        .arg(&zst)
+                        .arg("--to")
+                        .arg(&target);
+                    if !verify {
+                        cmd.arg("--no-verify");
+                    }
+                    let mut report = String::new();
+                    let took = time(|| report = run(&mut cmd));
+                    if verify {
+                        verified.push(took);
+                    } else {
+                        plain.push(took);
+                    }
+                    if let Some(line) = report.lines().find(|l| l.contains("timings:")) {
+                        injects.push(line.trim().to_owned());
+                    }
+                }
             }
         }
         println!(
