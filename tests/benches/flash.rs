@@ -28,6 +28,21 @@ use autoprov_tests::image::{self, Layout, run, tool};
 const MIB: u64 = 1 << 20;
 const ROOT_DATA: u64 = 600 * MIB;
 
+/// The three runs of a round.
+#[derive(Clone, Copy)]
+enum Run {
+    /// `zstd -dc | dd` and `mcopy`.
+    Baseline,
+    /// `autoprov flash`, with or without `--no-verify`.
+    Flash { verify: bool },
+}
+
+const RUNS: [Run; 3] = [
+    Run::Baseline,
+    Run::Flash { verify: false },
+    Run::Flash { verify: true },
+];
+
 /// Hard-links regular files from `sources` under `dest/nix/store/` until `limit` bytes.
 fn populate(dest: &Path, sources: &[&str], limit: u64) -> (u64, u64) {
     let (mut bytes, mut files) = (0u64, 0u64);
@@ -158,10 +173,10 @@ fn main() {
         // The three runs take turns at going first: on a virtual disk a run can pay for the
         // writeback of the gigabyte written before it, and a fixed order would hand that cost
         // to the same contestant every round.
-        for run_index in 0..3 {
+        for turn in 0..RUNS.len() {
             let _ = fs::remove_file(&target);
-            match (round + run_index) % 3 {
-                0 => {
+            match RUNS[(round + turn) % RUNS.len()] {
+                Run::Baseline => {
                     let mut dd = Duration::ZERO;
                     base.push(time(|| {
                         dd = time(|| {
@@ -181,8 +196,7 @@ fn main() {
                     }));
                     base_dd.push(dd);
                 }
-                contestant => {
-                    let verify = contestant == 2;
+                Run::Flash { verify } => {
                     let device = format!("bench-{round}-{}", if verify { "v" } else { "n" });
                     let mut cmd = autoprov_cmd();
                     cmd.args(["flash", &device, "--image"])

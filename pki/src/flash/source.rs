@@ -67,9 +67,8 @@ pub enum ImageError {
 /// the zstd decoder's thread.
 pub struct Hashing<R> {
     inner: R,
-    /// `None` once the hasher was told the stream ended.
-    pieces: Option<mpsc::SyncSender<Vec<u8>>>,
-    hasher: Option<JoinHandle<Sha256>>,
+    pieces: mpsc::SyncSender<Vec<u8>>,
+    hasher: JoinHandle<Sha256>,
 }
 
 /// Pieces queued for the hashing thread (each up to one read, at most 1 MiB).
@@ -87,15 +86,16 @@ impl<R> Hashing<R> {
         });
         Hashing {
             inner,
-            pieces: Some(pieces),
-            hasher: Some(hasher),
+            pieces,
+            hasher,
         }
     }
 
     /// The SHA-256 of everything read, once the hashing thread has caught up.
-    fn digest(mut self) -> io::Result<[u8; 32]> {
-        drop(self.pieces.take());
-        let hasher = self.hasher.take().expect("digest is taken once");
+    fn digest(self) -> io::Result<[u8; 32]> {
+        let Hashing { pieces, hasher, .. } = self;
+        // The end of the stream for the hashing thread.
+        drop(pieces);
         let hasher = hasher
             .join()
             .map_err(|_| io::Error::other("the image's hashing thread panicked"))?;
@@ -107,10 +107,9 @@ impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         if n > 0 {
-            let sent = self.pieces.as_ref().map(|p| p.send(buf[..n].to_vec()));
-            if !matches!(sent, Some(Ok(()))) {
-                return Err(io::Error::other("the image's hashing thread stopped"));
-            }
+            self.pieces
+                .send(buf[..n].to_vec())
+                .map_err(|_| io::Error::other("the image's hashing thread stopped"))?;
         }
         Ok(n)
     }

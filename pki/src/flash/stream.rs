@@ -3,11 +3,11 @@
 //!
 //! A pipeline of threads: the decoder reads the image file and decompresses it into 1 MiB chunks
 //! (a thread beside it hashes the file with SHA-256, what the inventory records); the writer
-//! writes them; for a block
-//! device a syncer flushes every 32 MiB, so that the progress bar follows the card rather than
-//! the page cache; and the verifier reads each written chunk back and compares it byte for byte
-//! with what was written — the same buffer, kept until then (at most 64 MiB in flight), so no hash
-//! is computed on either side and the check costs one read and a `memcmp`.
+//! writes them; for a block device a syncer flushes every 32 MiB, so that the progress bar follows
+//! the card rather than the page cache; and the verifier reads each written chunk back and
+//! compares it byte for byte with what was written — the same buffer, kept until then (at most
+//! 64 MiB in flight), so no hash is computed on either side and the check costs one read and a
+//! `memcmp`.
 //!
 //! The read-back uses `O_DIRECT`, which bypasses the page cache: such a read first writes the
 //! range's dirty pages to the device, then reads the device. Where `O_DIRECT` is refused, the
@@ -35,8 +35,8 @@ use super::{Wiped, human};
 /// copies it (4 MiB chunks cost five times the system time here).
 pub const CHUNK: usize = 1 << 20;
 /// Chunks queued between the decoder and the writer: few, so that the writer copies a chunk into
-/// the page cache while it is still in the CPU cache (with 16 queued the writer's copy cost
-/// twice the system time, 2.3 s instead of 1.0 s for 1 GiB, and flashing was 1.3x slower).
+/// the page cache while it is still in the CPU cache (with 16 queued the copy of 1 GiB cost 2.3 s
+/// of system time here, with 4 about 1.0 s).
 const QUEUE: usize = 4;
 /// Chunks written but not yet read back: the memory the verification holds.
 const VERIFY_QUEUE: usize = 64;
